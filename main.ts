@@ -1,0 +1,65 @@
+/**
+ * remora's one entry point: `remora <command> [flags]`.
+ *
+ * Commands: run (the sidecar), validate (check config files), version.
+ * Usage errors (unknown flag, bad value) exit with 2 and name what was wrong;
+ * each command returns its own exit code otherwise.
+ */
+
+import { UsageError } from "./src/cli/flags.ts";
+import { runCommand } from "./src/cli/run.ts";
+import { validateCommand } from "./src/cli/validate.ts";
+import { VERSION } from "./src/version.ts";
+
+const HELP = `remora ${VERSION}: a service-mesh sidecar speaking the Istio API
+
+Usage: remora <command> [flags]
+
+Commands:
+  run        Run the sidecar (outbound and inbound proxy, admin, metrics)
+  validate   Check Istio YAML config files: remora validate FILE...
+  version    Print the version
+
+Run "remora <command> --help" for a command's flags.`;
+
+async function main(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  switch (command) {
+    case "run":
+      return await runCommand(rest);
+    case "validate":
+      return await validateCommand(rest);
+    case "version":
+      if (rest.includes("--help") || rest.includes("-h")) {
+        console.log("Usage: remora version\n\nPrints remora's version.");
+        return 0;
+      }
+      if (rest.length > 0) throw new UsageError(`Unexpected argument: ${rest[0]}`);
+      console.log(`remora ${VERSION} (deno ${Deno.version.deno})`);
+      return 0;
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      console.log(HELP);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`Unknown command: ${command}`);
+  }
+}
+
+if (import.meta.main) {
+  let code: number;
+  try {
+    code = await main(Deno.args);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`remora: ${e.message}\nRun "remora --help" for usage.`);
+      code = 2;
+    } else {
+      console.error(`remora: fatal: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+      code = 1;
+    }
+  }
+  Deno.exit(code);
+}

@@ -1,0 +1,114 @@
+/**
+ * The admin, stats and health servers (not the data path).
+ *
+ * - admin, loopback only (15000): /ready, /config_dump, /logging?level=,
+ *   /stats/prometheus;
+ * - stats (15020): /stats/prometheus for scrapers;
+ * - health (15021): /healthz/ready for probes.
+ * Built on Deno.serve: these see a few requests a second, so convenience
+ * beats the hand-written hot path here. The data path refuses requests to
+ * these ports (see outbound_router.ts).
+ */
+
+import type { RuntimeConfig } from "../config/runtime.ts";
+import { getLevel, isLevel, LEVELS, log, setLevel } from "../log.ts";
+import type { Metrics } from "../telemetry/metrics.ts";
+
+export interface AdminState {
+  getConfig(): RuntimeConfig;
+  metrics: Metrics;
+  ready(): boolean;
+  /** Extra facts for /config_dump (listeners, reload errors). */
+  describe(): Record<string, unknown>;
+}
+
+function text(status: number, body: string): Response {
+  return new Response(body + "\n", { status, headers: { "content-type": "text/plain; charset=utf-8" } });
+}
+
+async function prometheus(state: AdminState): Promise<Response> {
+  return new Response(await state.metrics.render(), { headers: { "content-type": state.metrics.contentType } });
+}
+
+/** The body of /config_dump: the active config and where it came from. */
+export function configDump(state: AdminState): Record<string, unknown> {
+  const cfg = state.getConfig();
+  return {
+    version: cfg.version,
+    loadedAt: cfg.loadedAt.toISOString(),
+    source: cfg.source,
+    outboundTrafficPolicy: cfg.outboundTrafficPolicy,
+    resources: cfg.resources.map(({ origin: _origin, ...r }) => r),
+    clusters: [...cfg.clusters.values()].map((c) => ({
+      name: c.name,
+      lb: c.lb,
+      protocol: c.protocol,
+      passthrough: c.passthrough,
+      endpoints: c.endpoints.map((e) => ({
+        address: e.address,
+        port: e.port,
+        weight: e.weight,
+        labels: e.labels,
+        ...(e.serviceAccount === undefined ? {} : { serviceAccount: e.serviceAccount }),
+      })),
+    })),
+    ...state.describe(),
+  };
+}
+
+export function adminHandler(state: AdminState): (req: Request) => Promise<Response> | Response {
+  return (req) => {
+    const url = new URL(req.url);
+    switch (url.pathname) {
+      case "/ready":
+        return state.ready() ? text(200, "LIVE") : text(503, "NOT READY");
+      case "/config_dump":
+        return new Response(JSON.stringify(configDump(state), null, 2) + "\n", {
+          headers: { "content-type": "application/json" },
+        });
+      case "/logging": {
+        const level = url.searchParams.get("level");
+        if (level === null) return text(200, `active level: ${getLevel()}`);
+        if (!isLevel(level)) return text(400, `Unknown log level "${level}": use one of ${LEVELS.join(", ")}`);
+        setLevel(level);
+        log.info("log level changed", { level });
+        return text(200, `active level: ${level}`);
+      }
+      case "/stats/prometheus":
+        return prometheus(state);
+      default:
+        return text(404, "remora admin: /ready /config_dump /logging?level= /stats/prometheus");
+    }
+  };
+}
+
+export function statsHandler(state: AdminState): (req: Request) => Promise<Response> | Response {
+  return (req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/stats/prometheus" || path === "/metrics") return prometheus(state);
+    return text(404, "remora stats: /stats/prometheus");
+  };
+}
+
+export function healthHandler(state: AdminState): (req: Request) => Response {
+  return (req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/healthz/ready") return state.ready() ? text(200, "ready") : text(503, "not ready");
+    return text(404, "remora health: /healthz/ready");
+  };
+}
+
+/** Starts a Deno.serve server; resolves with it once listening. */
+export function serve(
+  hostname: string,
+  port: number,
+  handler: (req: Request) => Promise<Response> | Response,
+): Promise<Deno.HttpServer<Deno.NetAddr>> {
+  return new Promise((resolve, reject) => {
+    try {
+      const server = Deno.serve({ hostname, port, onListen: () => resolve(server) }, handler);
+    } catch (e) {
+      reject(e);
+    }
+  });
+}

@@ -1,0 +1,175 @@
+/**
+ * `remora run`: loads the config (a file, hot-reloaded, or the embedded
+ * default), starts the outbound and inbound listeners and the admin, stats
+ * and health servers, prints what it listens on, and drains on SIGTERM or
+ * SIGINT. Wiring of the pipelines is in src/app; this file owns process
+ * lifetime only.
+ */
+
+import { startAdmin } from "../app/admin_servers.ts";
+import { startInbound } from "../app/inbound.ts";
+import { startOutbound } from "../app/outbound.ts";
+import type { RuntimeConfig } from "../config/runtime.ts";
+import { ConfigWatcher, loadConfigFiles, loadEmbeddedDefault } from "../config/source.ts";
+import { formatConfigError } from "../config/validate.ts";
+import { isLevel, log, setLevel } from "../log.ts";
+import { ConnPool } from "../proxy/pool.ts";
+import { Metrics } from "../telemetry/metrics.ts";
+import { type FlagSpecs, helpText, parseFlags, UsageError } from "./flags.ts";
+
+export const RUN_FLAGS: FlagSpecs = {
+  config: { kind: "string", arg: "FILE", help: "Istio YAML config file, reloaded when it changes (default: embedded pass-through config)" },
+  "outbound-port": { kind: "port", default: 15001, help: "Outbound listener port (explicit HTTP proxy for the app)" },
+  "outbound-address": { kind: "string", arg: "ADDR", default: "127.0.0.1", help: "Outbound listener address" },
+  "inbound-port": { kind: "port", default: 15006, help: "Inbound listener port" },
+  "inbound-address": { kind: "string", arg: "ADDR", default: "0.0.0.0", help: "Inbound listener address" },
+  "app-port": { kind: "port", arg: "PORT", help: "The app's port on 127.0.0.1, where inbound traffic goes" },
+  "admin-port": { kind: "port", default: 15000, help: "Admin port, on 127.0.0.1 only" },
+  "stats-port": { kind: "port", default: 15020, help: "Prometheus port (/stats/prometheus)" },
+  "health-port": { kind: "port", default: 15021, help: "Health port (/healthz/ready)" },
+  namespace: { kind: "string", arg: "NS", default: "default", help: "The workload's namespace, for metrics" },
+  workload: { kind: "string", arg: "NAME", default: "unknown", help: "The workload's name, for metrics" },
+  "connect-timeout": { kind: "duration", arg: "DURATION", default: 10_000, help: "Upstream connect timeout (e.g. 10s)" },
+  "drain-time": { kind: "duration", arg: "DURATION", default: 5_000, help: "How long to let open connections finish on shutdown" },
+  "log-level": { kind: "string", arg: "LEVEL", default: "info", help: "debug, info, warn, error or off" },
+};
+
+const USAGE = "remora run [flags]";
+const SUMMARY = "Runs the sidecar: outbound and inbound listeners, admin, stats and health servers.";
+
+export async function runCommand(args: string[]): Promise<number> {
+  const { flags, positionals, help } = parseFlags(args, RUN_FLAGS);
+  if (help) {
+    console.log(helpText(USAGE, SUMMARY, RUN_FLAGS));
+    return 0;
+  }
+  if (positionals.length > 0) throw new UsageError(`Unexpected argument: ${positionals[0]}`);
+  const level = flags["log-level"] as string;
+  if (!isLevel(level)) throw new UsageError(`Flag --log-level takes debug, info, warn, error or off, got "${level}"`);
+  setLevel(level);
+
+  const configPath = flags["config"] as string | undefined;
+  let config: RuntimeConfig;
+  if (configPath === undefined) {
+    config = loadEmbeddedDefault();
+  } else {
+    const loaded = await loadConfigFiles([configPath]);
+    if (!loaded.ok) {
+      for (const e of loaded.errors) console.error(formatConfigError(e));
+      console.error(`remora: config ${configPath} was refused; not starting`);
+      return 1;
+    }
+    config = loaded.config;
+  }
+  const metrics = new Metrics();
+  const reloadErrors: string[] = [];
+  const setActive = (c: RuntimeConfig) => {
+    metrics.configVersion.reset();
+    metrics.configVersion.set({ version: c.version, source: c.source }, 1);
+    config = c;
+  };
+  setActive(config);
+  metrics.configReloads.inc({ result: "accepted" });
+  const getConfig = () => config;
+
+  const ports = {
+    outbound: flags["outbound-port"] as number,
+    inbound: flags["inbound-port"] as number,
+    admin: flags["admin-port"] as number,
+    stats: flags["stats-port"] as number,
+    health: flags["health-port"] as number,
+  };
+  const self = { workload: flags["workload"] as string, namespace: flags["namespace"] as string };
+  const pool = new ConnPool({ connectTimeoutMs: flags["connect-timeout"] as number });
+  const ownPorts = new Set<number>(Object.values(ports).filter((p) => p !== 0));
+
+  let outbound, inbound, admin;
+  try {
+    outbound = startOutbound({
+      address: flags["outbound-address"] as string,
+      port: ports.outbound,
+      getConfig,
+      ownPorts,
+      metrics,
+      pool,
+      self,
+    });
+    inbound = startInbound({
+      address: flags["inbound-address"] as string,
+      port: ports.inbound,
+      appPort: flags["app-port"] as number | undefined,
+      getConfig,
+      metrics,
+      pool,
+      self,
+    });
+    for (const l of [outbound.listener, inbound.listener]) ownPorts.add(l.addr.port);
+    admin = await startAdmin({
+      adminPort: ports.admin,
+      statsPort: ports.stats,
+      healthPort: ports.health,
+      state: {
+        getConfig,
+        metrics,
+        ready: () => true,
+        describe: () => ({
+          listeners: {
+            outbound: `${outbound!.listener.addr.hostname}:${outbound!.listener.addr.port}`,
+            inbound: `${inbound!.listener.addr.hostname}:${inbound!.listener.addr.port}`,
+          },
+          lastReloadErrors: reloadErrors,
+        }),
+      },
+    });
+    for (const p of admin.ports) ownPorts.add(p);
+  } catch (e) {
+    if (e instanceof Deno.errors.AddrInUse || e instanceof Deno.errors.PermissionDenied) {
+      console.error(`remora: cannot listen: ${(e as Error).message}`);
+      return 1;
+    }
+    throw e;
+  }
+
+  let watcher: ConfigWatcher | undefined;
+  if (configPath !== undefined) {
+    watcher = new ConfigWatcher(configPath, {
+      onConfig(c) {
+        setActive(c);
+        reloadErrors.length = 0;
+        metrics.configReloads.inc({ result: "accepted" });
+        log.info("config reloaded", { version: c.version, source: c.source });
+      },
+      onError(errors) {
+        metrics.configReloads.inc({ result: "rejected" });
+        reloadErrors.splice(0, reloadErrors.length, ...errors.map(formatConfigError));
+        log.error("config change refused; the last good config keeps serving", {
+          version: config.version,
+          errors: errors.length,
+        });
+        for (const line of reloadErrors) log.error(line);
+      },
+    });
+  }
+
+  const a = (l: { addr: Deno.NetAddr }) => `${l.addr.hostname}:${l.addr.port}`;
+  console.log(`remora: config ${config.source} version ${config.version}`);
+  console.log(`remora: outbound listening on ${a(outbound.listener)}`);
+  console.log(`remora: inbound listening on ${a(inbound.listener)}`);
+  for (const line of admin.describe()) console.log(`remora: ${line}`);
+
+  const stop = Promise.withResolvers<string>();
+  const onSignal = (name: string) => () => stop.resolve(name);
+  const handlers: Array<[Deno.Signal, () => void]> = [["SIGTERM", onSignal("SIGTERM")], ["SIGINT", onSignal("SIGINT")]];
+  for (const [sig, h] of handlers) Deno.addSignalListener(sig, h);
+  const signal = await stop.promise;
+  log.info("shutting down", { signal });
+  for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+  watcher?.close();
+  const drain = flags["drain-time"] as number;
+  await Promise.all([outbound.listener.close(drain), inbound.listener.close(drain)]);
+  outbound.h2.close();
+  inbound.h2.close();
+  pool.closeAll();
+  await admin.close();
+  return 0;
+}

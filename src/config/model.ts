@@ -1,0 +1,217 @@
+/**
+ * Typed shapes of the Istio resources remora accepts, after validation.
+ *
+ * Field names are Istio's (networking.istio.io/v1). Every optional field that
+ * the user did not write is absent, never `undefined`. Durations are already
+ * converted to milliseconds (`...Ms` fields) and enums are upper-cased. This
+ * module holds types only: validation lives in `validate.ts`, the runtime
+ * tables built from these in `runtime.ts` / `compile.ts`.
+ */
+
+export type Kind =
+  | "ServiceEntry"
+  | "VirtualService"
+  | "DestinationRule"
+  | "Sidecar";
+
+export interface Meta {
+  name: string;
+  namespace: string;
+  labels: Record<string, string>;
+}
+
+/** Where a document came from, for error messages and config dumps. */
+export interface Origin {
+  file: string;
+  /** 0-based index of the document in its file. */
+  index: number;
+}
+
+interface ResourceBase<K extends Kind, S> {
+  apiVersion: string;
+  kind: K;
+  metadata: Meta;
+  spec: S;
+  origin: Origin;
+}
+
+// ---------------------------------------------------------------- ServiceEntry
+
+export type PortProtocol = "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS" | "TCP" | "MONGO" | "UNKNOWN";
+
+export interface ServicePort {
+  number: number;
+  protocol: PortProtocol;
+  name: string;
+  targetPort?: number;
+}
+
+export interface WorkloadEntry {
+  address: string;
+  ports: Record<string, number>;
+  labels: Record<string, string>;
+  weight?: number;
+  serviceAccount?: string;
+  network?: string;
+  locality?: string;
+}
+
+export interface ServiceEntrySpec {
+  hosts: string[];
+  addresses: string[];
+  ports: ServicePort[];
+  location: "MESH_EXTERNAL" | "MESH_INTERNAL";
+  resolution: "NONE" | "STATIC" | "DNS" | "DNS_ROUND_ROBIN";
+  endpoints: WorkloadEntry[];
+  exportTo?: string[];
+}
+
+export type ServiceEntry = ResourceBase<"ServiceEntry", ServiceEntrySpec>;
+
+// -------------------------------------------------------------- VirtualService
+
+export type StringMatch =
+  | { exact: string }
+  | { prefix: string }
+  | { regex: string };
+
+export interface HTTPMatchRequest {
+  name?: string;
+  uri?: StringMatch;
+  scheme?: StringMatch;
+  method?: StringMatch;
+  authority?: StringMatch;
+  headers?: Record<string, StringMatch>;
+  withoutHeaders?: Record<string, StringMatch>;
+  queryParams?: Record<string, StringMatch>;
+  port?: number;
+  ignoreUriCase?: boolean;
+  sourceLabels?: Record<string, string>;
+}
+
+export interface Destination {
+  host: string;
+  subset?: string;
+  port?: { number: number };
+}
+
+export interface HTTPRouteDestination {
+  destination: Destination;
+  /** Absent when the route has one destination (Istio treats that as 100). */
+  weight?: number;
+  headers?: Headers_;
+}
+
+export interface HeaderOperations {
+  set?: Record<string, string>;
+  add?: Record<string, string>;
+  remove?: string[];
+}
+
+export interface Headers_ {
+  request?: HeaderOperations;
+  response?: HeaderOperations;
+}
+
+export interface HTTPRewrite {
+  uri?: string;
+  authority?: string;
+}
+
+export interface HTTPRetry {
+  attempts: number;
+  perTryTimeoutMs?: number;
+  /** Lower-cased retryOn conditions, or HTTP status codes as strings. */
+  retryOn?: string[];
+  retryRemoteLocalities?: boolean;
+}
+
+export interface HTTPFaultInjection {
+  delay?: { fixedDelayMs: number; percentage: number };
+  abort?: { httpStatus: number; percentage: number };
+}
+
+export interface HTTPRedirect {
+  uri?: string;
+  authority?: string;
+  redirectCode: number;
+}
+
+export interface HTTPDirectResponse {
+  status: number;
+  body?: string;
+}
+
+export interface HTTPRoute {
+  name?: string;
+  match: HTTPMatchRequest[];
+  route: HTTPRouteDestination[];
+  redirect?: HTTPRedirect;
+  directResponse?: HTTPDirectResponse;
+  rewrite?: HTTPRewrite;
+  timeoutMs?: number;
+  retries?: HTTPRetry;
+  fault?: HTTPFaultInjection;
+  headers?: Headers_;
+}
+
+export interface L4MatchAttributes {
+  destinationSubnets?: string[];
+  port?: number;
+  sourceLabels?: Record<string, string>;
+}
+
+export interface RouteDestination {
+  destination: Destination;
+  weight?: number;
+}
+
+export interface TCPRoute {
+  match: L4MatchAttributes[];
+  route: RouteDestination[];
+}
+
+export interface VirtualServiceSpec {
+  hosts: string[];
+  gateways?: string[];
+  http: HTTPRoute[];
+  tcp: TCPRoute[];
+  exportTo?: string[];
+}
+
+export type VirtualService = ResourceBase<"VirtualService", VirtualServiceSpec>;
+
+// ------------------------------------------------------------- DestinationRule
+
+export type SimpleLB = "ROUND_ROBIN" | "LEAST_REQUEST" | "RANDOM" | "PASSTHROUGH" | "UNSPECIFIED";
+
+export interface TrafficPolicy {
+  loadBalancer?: { simple: SimpleLB };
+  tls?: { mode: "DISABLE" | "SIMPLE" | "MUTUAL" | "ISTIO_MUTUAL"; sni?: string };
+  portLevelSettings?: Array<{ port: { number: number } } & Omit<TrafficPolicy, "portLevelSettings">>;
+}
+
+export interface Subset {
+  name: string;
+  labels: Record<string, string>;
+  trafficPolicy?: TrafficPolicy;
+}
+
+export interface DestinationRuleSpec {
+  host: string;
+  trafficPolicy?: TrafficPolicy;
+  subsets: Subset[];
+  exportTo?: string[];
+}
+
+export type DestinationRule = ResourceBase<"DestinationRule", DestinationRuleSpec>;
+
+// --------------------------------------------------------------------- Sidecar
+
+export interface SidecarSpec {
+  outboundTrafficPolicy?: { mode: "ALLOW_ANY" | "REGISTRY_ONLY" };
+}
+
+export type Sidecar = ResourceBase<"Sidecar", SidecarSpec>;
+
+export type Resource = ServiceEntry | VirtualService | DestinationRule | Sidecar;

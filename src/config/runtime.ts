@@ -1,0 +1,160 @@
+/**
+ * The immutable runtime tables that a validated config compiles into.
+ *
+ * The proxy's hot path reads only these: a host lookup is one Map get, a
+ * route match walks precompiled matchers (regexes compiled once, here), and a
+ * weighted split is a binary search over a cumulative table. Nothing in here
+ * is mutated after `compile()` returns; a new config builds new tables and is
+ * swapped in whole. Per-endpoint mutable state (load balancer cursors, active
+ * request counts) lives in `proxy/balance.ts`, keyed by these objects.
+ */
+
+import type { PortProtocol, Resource, SimpleLB } from "./model.ts";
+
+/** A compiled string matcher: exact, prefix or regex, precomputed. */
+export type Matcher =
+  | { kind: "exact"; value: string }
+  | { kind: "prefix"; value: string }
+  | { kind: "regex"; re: RegExp; source: string };
+
+/** One `match` block of an HTTP route; all present conditions must hold. */
+export interface RouteMatch {
+  uri?: Matcher;
+  /** Lower-case comparison for uri when ignoreUriCase is set. */
+  ignoreUriCase: boolean;
+  method?: Matcher;
+  authority?: Matcher;
+  scheme?: Matcher;
+  /** Header names lower-cased. A header matcher requires presence. */
+  headers: Array<[name: string, m: Matcher]>;
+  withoutHeaders: Array<[name: string, m: Matcher]>;
+  queryParams: Array<[name: string, m: Matcher]>;
+  port?: number;
+}
+
+export interface HeaderOps {
+  /** Lower-cased names. */
+  set: Array<[string, string]>;
+  add: Array<[string, string]>;
+  remove: string[];
+}
+
+export interface RetryPolicy {
+  attempts: number;
+  perTryTimeoutMs: number | undefined;
+  /** Parsed retryOn conditions. */
+  on5xx: boolean;
+  onGatewayError: boolean;
+  onReset: boolean;
+  onConnectFailure: boolean;
+  onRetriable4xx: boolean;
+  onRefusedStream: boolean;
+  /** Explicit status codes listed in retryOn (retriable-status-codes). */
+  statusCodes: ReadonlySet<number>;
+}
+
+export interface FaultPolicy {
+  delay?: { ms: number; percentage: number };
+  abort?: { status: number; percentage: number };
+}
+
+/** A weighted backend of a route: a cluster plus per-destination header ops. */
+export interface WeightedCluster {
+  cluster: Cluster;
+  weight: number;
+  requestHeaders: HeaderOps | undefined;
+  responseHeaders: HeaderOps | undefined;
+}
+
+export interface HttpRoute {
+  /** Route name for logs and config dump ("" when unnamed). */
+  name: string;
+  /** Any one match block suffices; an empty list matches everything. */
+  matches: RouteMatch[];
+  /** Destinations with cumulative weights for one binary search. */
+  clusters: WeightedCluster[];
+  cumulative: number[];
+  totalWeight: number;
+  rewrite: { uri?: string; authority?: string; prefix?: string } | undefined;
+  timeoutMs: number | undefined;
+  retry: RetryPolicy | undefined;
+  fault: FaultPolicy | undefined;
+  requestHeaders: HeaderOps | undefined;
+  responseHeaders: HeaderOps | undefined;
+  redirect: { uri?: string; authority?: string; code: number } | undefined;
+  directResponse: { status: number; body: string } | undefined;
+}
+
+export interface TcpRoute {
+  clusters: WeightedCluster[];
+  cumulative: number[];
+  totalWeight: number;
+}
+
+/** Where requests for a host (and port) go. */
+export interface VirtualHost {
+  /** The service this virtual host belongs to, as metrics name it. */
+  serviceName: string;
+  /** Fully qualified host, e.g. reviews.default.svc.cluster.local. */
+  serviceHost: string;
+  namespace: string;
+  http: HttpRoute[];
+  tcp: TcpRoute | undefined;
+  /** The VirtualService this came from, or undefined for a default route. */
+  virtualService: string | undefined;
+}
+
+export interface Endpoint {
+  /** IP address or DNS name to connect to. */
+  address: string;
+  port: number;
+  weight: number;
+  labels: Readonly<Record<string, string>>;
+  serviceAccount: string | undefined;
+  /** Workload name for metrics (labels.app or the address). */
+  workload: string;
+  namespace: string;
+}
+
+/**
+ * A cluster: one service port, optionally narrowed to a subset. Named as Istio
+ * names them: `outbound|9080|v1|reviews.default.svc.cluster.local`.
+ */
+export interface Cluster {
+  name: string;
+  serviceHost: string;
+  serviceName: string;
+  namespace: string;
+  port: number;
+  subset: string;
+  protocol: PortProtocol;
+  lb: SimpleLB;
+  /**
+   * Endpoints to balance over. Empty for a host with no registry entry
+   * (`passthrough` true): then the request goes to serviceHost:port itself.
+   */
+  endpoints: readonly Endpoint[];
+  passthrough: boolean;
+}
+
+export interface RuntimeConfig {
+  /** Content hash of the source documents; changes with every new config. */
+  version: string;
+  loadedAt: Date;
+  /** Where it came from: a file path, "embedded default", ... */
+  source: string;
+  resources: readonly Resource[];
+  outboundTrafficPolicy: "ALLOW_ANY" | "REGISTRY_ONLY";
+  /**
+   * Host lookups. Keys are lower-case "host:port" and "host" (any port), for
+   * every name a host answers to: the FQDN and, for cluster-local services,
+   * its short forms ("reviews", "reviews.default", "reviews.default.svc").
+   * Wildcard hosts ("*.example.com") are in `wildcards`, longest suffix first.
+   */
+  hosts: ReadonlyMap<string, VirtualHost>;
+  wildcards: ReadonlyArray<{ suffix: string; port: number | undefined; vhost: VirtualHost }>;
+  /** ServiceEntry VIP addresses and endpoint IPs, "ip:port" → virtual host. */
+  addresses: ReadonlyMap<string, VirtualHost>;
+  /** All clusters by name, for config dump and metrics. */
+  clusters: ReadonlyMap<string, Cluster>;
+}

@@ -1,0 +1,331 @@
+/**
+ * HTTP/1.x message heads on raw bytes: find the end of a head, parse request
+ * and response heads, and serialize them again.
+ *
+ * Written by hand rather than with node:http because heads are the proxy's hot
+ * path: parsing here is one scan and one string decode per message, with no
+ * Request/Response objects (see DESIGN.md, "Where the time goes"). Bodies are
+ * not handled here (see `h1_body.ts`). Parsing is strict where laxness lets a
+ * request be read two ways (request smuggling): conflicting Content-Length,
+ * Content-Length with Transfer-Encoding, obsolete line folding, and spaces
+ * before a header colon are all refused with an `HttpParseError`.
+ */
+
+/** A malformed message; `status` is what the proxy answers (400, 431, 501). */
+export class HttpParseError extends Error {
+  override name = "HttpParseError";
+  constructor(message: string, readonly status = 400) {
+    super(message);
+  }
+}
+
+/** Body framing of a message. */
+export type Framing =
+  | { kind: "none" }
+  | { kind: "length"; length: number }
+  | { kind: "chunked" }
+  | { kind: "close" };
+
+/** Header names lower-cased; values as sent, with surrounding space trimmed. */
+export type HeaderList = Array<[name: string, value: string]>;
+
+export interface RequestHead {
+  method: string;
+  /** Request target as sent: origin-form, absolute-form or authority-form. */
+  target: string;
+  /** Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  minor: number;
+  headers: HeaderList;
+  framing: Framing;
+  /** Whether the client allows the connection to stay open after this exchange. */
+  keepAlive: boolean;
+  /** Upgrade protocol requested (lower-case), e.g. "websocket". */
+  upgrade: string | undefined;
+  /** Bytes of the head on the wire, for metrics. */
+  size: number;
+}
+
+export interface ResponseHead {
+  status: number;
+  reason: string;
+  minor: number;
+  headers: HeaderList;
+  framing: Framing;
+  keepAlive: boolean;
+  size: number;
+}
+
+export const MAX_HEAD_BYTES = 64 * 1024;
+
+/**
+ * Returns the index just past the blank line ending a head in
+ * `buf[start, end)`, or -1 when the head is not complete yet.
+ */
+export function findHeadEnd(buf: Uint8Array, start: number, end: number): number {
+  let i = start;
+  while (i < end) {
+    const lf = buf.indexOf(10, i);
+    if (lf === -1 || lf >= end) return -1;
+    // "\n\n" or "\n\r\n" after this line feed ends the head.
+    if (lf + 1 < end && buf[lf + 1] === 10) return lf + 2;
+    if (lf + 2 < end && buf[lf + 1] === 13 && buf[lf + 2] === 10) return lf + 3;
+    if (lf + 2 >= end) return -1;
+    i = lf + 1;
+  }
+  return -1;
+}
+
+const asciiDecoder = new TextDecoder();
+
+/** Decodes bytes as ISO-8859-1, so no byte is lost or altered. */
+export function decodeLatin1(buf: Uint8Array, start: number, end: number): string {
+  let ascii = true;
+  for (let i = start; i < end; i++) {
+    if (buf[i]! > 0x7f) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return asciiDecoder.decode(buf.subarray(start, end));
+  let s = "";
+  for (let i = start; i < end; i += 8192) {
+    s += String.fromCharCode(...buf.subarray(i, Math.min(end, i + 8192)));
+  }
+  return s;
+}
+
+const asciiEncoder = new TextEncoder();
+
+/** Encodes a string as ISO-8859-1 (characters above U+00FF become "?"). */
+export function encodeLatin1(s: string): Uint8Array {
+  let ascii = true;
+  for (let i = 0; i < s.length; i++) {
+    if (s.charCodeAt(i) > 0x7f) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return asciiEncoder.encode(s);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    out[i] = c > 0xff ? 0x3f : c;
+  }
+  return out;
+}
+
+// RFC 9110 token characters, for methods and header names.
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+function splitLines(text: string): string[] {
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i]!;
+    if (l.endsWith("\r")) lines[i] = l.slice(0, -1);
+  }
+  // The head ends with an empty line (and the split leaves one more).
+  while (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
+  return lines;
+}
+
+function parseHeaderLines(lines: string[], from: number): HeaderList {
+  const headers: HeaderList = [];
+  for (let i = from; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (line.charCodeAt(0) === 32 || line.charCodeAt(0) === 9) {
+      throw new HttpParseError("Obsolete header line folding is not allowed");
+    }
+    const colon = line.indexOf(":");
+    if (colon <= 0) throw new HttpParseError(`Malformed header line: "${line.slice(0, 40)}"`);
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name)) throw new HttpParseError(`Invalid header name: "${name.slice(0, 40)}"`);
+    const value = line.slice(colon + 1).trim();
+    for (let j = 0; j < value.length; j++) {
+      const c = value.charCodeAt(j);
+      if ((c < 0x20 && c !== 9) || c === 0x7f) {
+        throw new HttpParseError(`Invalid character in header "${name}"`);
+      }
+    }
+    headers.push([name.toLowerCase(), value]);
+  }
+  return headers;
+}
+
+interface Semantics {
+  framing: Framing;
+  connectionClose: boolean;
+  connectionKeepAlive: boolean;
+  upgrade: string | undefined;
+  connectionUpgrade: boolean;
+}
+
+function semantics(headers: HeaderList): Semantics {
+  let length = -1;
+  let chunked = false;
+  let te = false;
+  let connectionClose = false;
+  let connectionKeepAlive = false;
+  let connectionUpgrade = false;
+  let upgrade: string | undefined;
+  for (const [name, value] of headers) {
+    switch (name) {
+      case "content-length": {
+        // A list of identical values is allowed (RFC 9110 8.6); anything else is not.
+        for (const part of value.split(",")) {
+          const v = part.trim();
+          if (!/^\d{1,15}$/.test(v)) throw new HttpParseError(`Invalid Content-Length: "${value}"`);
+          const n = Number(v);
+          if (length !== -1 && length !== n) throw new HttpParseError("Conflicting Content-Length headers");
+          length = n;
+        }
+        break;
+      }
+      case "transfer-encoding": {
+        te = true;
+        const codings = value.toLowerCase().split(",").map((s) => s.trim()).filter((s) => s !== "");
+        chunked = codings[codings.length - 1] === "chunked";
+        if (!chunked || codings.some((c, i) => c === "chunked" && i !== codings.length - 1)) {
+          throw new HttpParseError(`Unsupported Transfer-Encoding: "${value}"`, 501);
+        }
+        break;
+      }
+      case "connection":
+        for (const token of value.toLowerCase().split(",")) {
+          const t = token.trim();
+          if (t === "close") connectionClose = true;
+          else if (t === "keep-alive") connectionKeepAlive = true;
+          else if (t === "upgrade") connectionUpgrade = true;
+        }
+        break;
+      case "upgrade":
+        upgrade = value.toLowerCase();
+        break;
+    }
+  }
+  if (te && length !== -1) {
+    throw new HttpParseError("Both Content-Length and Transfer-Encoding are present");
+  }
+  const framing: Framing = chunked
+    ? { kind: "chunked" }
+    : length > 0
+    ? { kind: "length", length }
+    : length === 0
+    ? { kind: "none" }
+    : { kind: "close" };
+  return { framing, connectionClose, connectionKeepAlive, upgrade, connectionUpgrade };
+}
+
+/** Parses a request head occupying `buf[start, end)` (end = findHeadEnd's result). */
+export function parseRequestHead(buf: Uint8Array, start: number, end: number): RequestHead {
+  const lines = splitLines(decodeLatin1(buf, start, end));
+  const requestLine = lines[0] ?? "";
+  const sp1 = requestLine.indexOf(" ");
+  const sp2 = requestLine.lastIndexOf(" ");
+  if (sp1 <= 0 || sp2 <= sp1) throw new HttpParseError("Malformed request line");
+  const method = requestLine.slice(0, sp1);
+  const target = requestLine.slice(sp1 + 1, sp2);
+  const version = requestLine.slice(sp2 + 1);
+  if (!TOKEN.test(method)) throw new HttpParseError(`Invalid method: "${method.slice(0, 20)}"`);
+  if (target === "" || target.includes(" ")) throw new HttpParseError("Malformed request target");
+  let minor: number;
+  if (version === "HTTP/1.1") minor = 1;
+  else if (version === "HTTP/1.0") minor = 0;
+  else throw new HttpParseError(`Unsupported HTTP version: "${version.slice(0, 20)}"`, 505);
+  const headers = parseHeaderLines(lines, 1);
+  const s = semantics(headers);
+  // A request without Content-Length or chunked framing has no body (RFC 9112 6.3).
+  const framing: Framing = s.framing.kind === "close" ? { kind: "none" } : s.framing;
+  const keepAlive = minor === 1 ? !s.connectionClose : s.connectionKeepAlive && !s.connectionClose;
+  return {
+    method,
+    target,
+    minor,
+    headers,
+    framing,
+    keepAlive,
+    upgrade: s.connectionUpgrade ? s.upgrade : undefined,
+    size: end - start,
+  };
+}
+
+/**
+ * Parses a response head. `requestMethod` decides bodiless responses (HEAD,
+ * and 2xx to CONNECT); 1xx, 204 and 304 have no body either.
+ */
+export function parseResponseHead(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  requestMethod: string,
+): ResponseHead {
+  const lines = splitLines(decodeLatin1(buf, start, end));
+  const statusLine = lines[0] ?? "";
+  const m = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(statusLine);
+  if (m === null) throw new HttpParseError(`Malformed status line: "${statusLine.slice(0, 40)}"`, 502);
+  const minor = Number(m[1]);
+  const status = Number(m[2]);
+  let headers: HeaderList;
+  let s: Semantics;
+  try {
+    headers = parseHeaderLines(lines, 1);
+    s = semantics(headers);
+  } catch (e) {
+    throw new HttpParseError(`Invalid response from upstream: ${(e as Error).message}`, 502);
+  }
+  const bodiless = requestMethod === "HEAD" || status < 200 || status === 204 || status === 304 ||
+    (requestMethod === "CONNECT" && status < 300);
+  const framing: Framing = bodiless ? { kind: "none" } : s.framing;
+  const keepAlive = framing.kind !== "close" &&
+    (minor === 1 ? !s.connectionClose : s.connectionKeepAlive && !s.connectionClose);
+  return { status, reason: m[3] ?? "", minor, headers, framing, keepAlive, size: end - start };
+}
+
+/** Serializes a head: `startLine` then headers, then the blank line. */
+export function serializeHead(startLine: string, headers: HeaderList): Uint8Array {
+  let s = startLine + "\r\n";
+  for (const [name, value] of headers) s += name + ": " + value + "\r\n";
+  return encodeLatin1(s + "\r\n");
+}
+
+/** Returns the first value of a header (name lower-case), or undefined. */
+export function getHeader(headers: HeaderList, name: string): string | undefined {
+  for (const [n, v] of headers) if (n === name) return v;
+  return undefined;
+}
+
+// RFC 9110 7.6.1: connection-specific fields a proxy must not forward, plus the
+// proxy-only fields of RFC 9112 and the obsolete Proxy-Connection.
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+/**
+ * Copies headers without hop-by-hop fields and without those the Connection
+ * header names. `keep` names hop-by-hop fields to keep (e.g. "upgrade").
+ */
+export function endToEndHeaders(headers: HeaderList, keep?: string): HeaderList {
+  let named: Set<string> | undefined;
+  for (const [n, v] of headers) {
+    if (n === "connection") {
+      for (const t of v.toLowerCase().split(",")) {
+        const token = t.trim();
+        if (token !== "" && token !== keep) (named ??= new Set()).add(token);
+      }
+    }
+  }
+  const out: HeaderList = [];
+  for (const h of headers) {
+    const n = h[0];
+    if ((HOP_BY_HOP.has(n) && n !== keep) || named?.has(n)) continue;
+    out.push(h);
+  }
+  return out;
+}

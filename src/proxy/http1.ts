@@ -1,0 +1,562 @@
+/**
+ * The HTTP/1.1 engine: serves one downstream connection, request after
+ * request, and forwards each to an upstream chosen by the listener's router.
+ *
+ * Per request: read and parse the head (`h1_head.ts`) → route (`HttpRouter`)
+ * → fault injection → attempts (pooled upstream connection, head, body relay,
+ * response head; retried per the route's policy when the request can be
+ * replayed) → response head and body relayed back → metrics. Bodies stream in
+ * both directions with bounded memory; `Expect: 100-continue`, chunked
+ * framing, Upgrade (WebSocket) and CONNECT tunnels are passed through. Errors
+ * become Envoy-style local replies (503 UF/UC, 504 UT, 502 UPE) only while no
+ * response byte has been sent; after that the client connection is closed.
+ */
+
+import { relayBody, preloadBody, SideError } from "../http/h1_body.ts";
+import {
+  endToEndHeaders,
+  findHeadEnd,
+  getHeader,
+  type HeaderList,
+  HttpParseError,
+  MAX_HEAD_BYTES,
+  parseRequestHead,
+  parseResponseHead,
+  type RequestHead,
+  type ResponseHead,
+  serializeHead,
+} from "../http/h1_head.ts";
+import { reasonPhrase } from "../http/status.ts";
+import { log } from "../log.ts";
+import type { BufConn } from "../net/buf_conn.ts";
+import { type Observer, observe } from "./observe.ts";
+import { applyHeaderOps, backoffMs, type Failure, newRequestId, retriesFailure, retriesStatus, sleep } from "./policy.ts";
+import { ConnectError, type ConnPool } from "./pool.ts";
+import { type RequestView, splitAuthority } from "./route_match.ts";
+import type { Forward, HttpRouter, LocalReply, Upstream } from "./target.ts";
+import { relay } from "./tcp_relay.ts";
+
+/** Facts about the downstream connection. */
+export interface ConnInfo {
+  remoteAddr: string;
+  remotePort: number;
+  localPort: number;
+}
+
+export interface Http1Options extends Observer {
+  router: HttpRouter;
+  pool: ConnPool;
+  /** Explicit forward proxy mode: absolute-form targets and CONNECT accepted. */
+  explicitProxy: boolean;
+}
+
+/** Largest request body kept in memory so that the request can be retried. */
+const REPLAY_LIMIT = 64 * 1024;
+
+/** Serves HTTP/1.x requests on `client` until it closes or must be closed. */
+export async function serveHttp1(client: BufConn, info: ConnInfo, opts: Http1Options): Promise<void> {
+  try {
+    for (;;) {
+      let headEnd = -1;
+      for (;;) {
+        if (client.buffered > 0) {
+          headEnd = findHeadEnd(client.buf, client.start, client.end);
+          if (headEnd !== -1) break;
+          if (client.buffered > MAX_HEAD_BYTES) {
+            await writeLocal(client, 431, "remora: request head larger than 64 KiB", [], false);
+            return;
+          }
+        }
+        if (!(await client.fill())) return;
+      }
+      let head: RequestHead;
+      try {
+        head = parseRequestHead(client.buf, client.start, headEnd);
+      } catch (e) {
+        if (!(e instanceof HttpParseError)) throw e;
+        await writeLocal(client, e.status, `remora: bad request: ${e.message}`, [], false).catch(() => {});
+        return;
+      }
+      client.consume(headEnd - client.start);
+      if (!(await new Exchange(client, head, info, opts).run())) return;
+    }
+  } catch (e) {
+    if (!(e instanceof SideError)) log.warn("HTTP/1 connection failed", { error: String(e) });
+  } finally {
+    client.close();
+  }
+}
+
+interface Attempt {
+  conn: BufConn;
+  up: Upstream;
+  head: ResponseHead;
+  /** The request body relay while it streams (undefined when sent already). */
+  body: Promise<void> | undefined;
+  bodyDone: boolean;
+}
+
+type AttemptResult = Attempt | { failure: Failure; detail: string; status?: number };
+
+/** One request and its response on a downstream connection. */
+class Exchange {
+  readonly #client: BufConn;
+  readonly #head: RequestHead;
+  readonly #info: ConnInfo;
+  readonly #opts: Http1Options;
+  readonly #start = performance.now();
+  #flags: string[] = [];
+  #status = 0;
+  #requestBytes = 0;
+  #responseBytes = 0;
+  #responded = false;
+  #grpcStatus = "";
+
+  constructor(client: BufConn, head: RequestHead, info: ConnInfo, opts: Http1Options) {
+    this.#client = client;
+    this.#head = head;
+    this.#info = info;
+    this.#opts = opts;
+    this.#requestBytes = head.size;
+  }
+
+  /** Handles the exchange; returns whether the connection may carry another. */
+  async run(): Promise<boolean> {
+    const head = this.#head;
+    const view = this.#view();
+    if (view === undefined) {
+      await this.#local(400, "remora: request target or Host header is missing or malformed", "", false);
+      return false;
+    }
+    const decision = this.#opts.router.route(view);
+    let keep = head.keepAlive && head.framing.kind === "none";
+    if (decision.kind === "local") {
+      await this.#replyLocal(decision, keep);
+      this.#record(decision.labels, undefined);
+      return keep;
+    }
+    if (head.method === "CONNECT") {
+      if (!this.#opts.explicitProxy) {
+        await this.#local(405, "remora: CONNECT is only served by the outbound listener", "", false);
+        return false;
+      }
+      await this.#connect(decision);
+      this.#record(decision.labels, undefined);
+      return false;
+    }
+    keep = await this.#forward(decision, view);
+    return keep;
+  }
+
+  #view(): RequestView | undefined {
+    const head = this.#head;
+    let target = head.target;
+    let authority: string | undefined;
+    let scheme = "http";
+    if (head.method === "CONNECT") {
+      authority = target;
+      target = "";
+    } else if (!target.startsWith("/") && target !== "*") {
+      const m = /^(https?):\/\/([^/?#]+)([^#]*)/i.exec(target);
+      if (m === null) return undefined;
+      scheme = m[1]!.toLowerCase();
+      authority = m[2]!;
+      target = m[3] === "" ? "/" : m[3]!;
+      if (scheme === "https") return undefined;
+    } else {
+      authority = getHeader(head.headers, "host");
+    }
+    if (authority === undefined) return undefined;
+    const hp = splitAuthority(authority, scheme === "https" ? 443 : 80);
+    if (hp === undefined) return undefined;
+    const headers = head.headers;
+    return {
+      method: head.method,
+      path: target,
+      host: hp.host,
+      port: hp.port,
+      scheme,
+      header: (name) => getHeader(headers, name),
+    };
+  }
+
+  async #forward(fwd: Forward, view: RequestView): Promise<boolean> {
+    const head = this.#head;
+    const route = fwd.route;
+    const fault = route?.fault;
+    if (fault?.delay !== undefined && Math.random() * 100 < fault.delay.percentage) {
+      this.#flags.push("DI");
+      await sleep(fault.delay.ms);
+    }
+    if (fault?.abort !== undefined && Math.random() * 100 < fault.abort.percentage) {
+      this.#flags.push("FI");
+      const keep = head.keepAlive && head.framing.kind === "none";
+      await this.#local(fault.abort.status, "fault filter abort", "", keep);
+      this.#record(fwd.labels, undefined);
+      return keep;
+    }
+
+    const upgrade = head.upgrade !== undefined;
+    const headers = endToEndHeaders(head.headers, upgrade ? "upgrade" : undefined);
+    setHeader(headers, "host", fwd.authority ?? (view.port === 80 ? view.host : `${view.host}:${view.port}`));
+    if (getHeader(headers, "x-request-id") === undefined) headers.push(["x-request-id", newRequestId()]);
+    appendForwardedFor(headers, this.#info.remoteAddr);
+    if (getHeader(headers, "x-forwarded-proto") === undefined) headers.push(["x-forwarded-proto", view.scheme]);
+    applyHeaderOps(headers, route?.requestHeaders);
+    applyHeaderOps(headers, fwd.destination.requestHeaders);
+    if (head.framing.kind === "chunked") headers.push(["transfer-encoding", "chunked"]);
+    if (upgrade) headers.push(["connection", "upgrade"]);
+    const requestHead = serializeHead(`${head.method} ${fwd.path} HTTP/1.1`, headers);
+
+    const retry = route?.retry;
+    // Bodies small enough are kept so that the request can be sent again.
+    const body = await preloadBody(this.#client, head.framing, REPLAY_LIMIT);
+    const maxAttempts = body !== undefined && retry !== undefined ? 1 + retry.attempts : 1;
+
+    const routeTimeout = route?.timeoutMs;
+    const deadline = routeTimeout !== undefined && routeTimeout > 0 ? this.#start + routeTimeout : Infinity;
+    let previous: Upstream | undefined;
+    let result: AttemptResult | undefined;
+    let attempts = 1;
+    for (let n = 1; n <= maxAttempts; n++) {
+      const up = fwd.next(previous);
+      if (up === undefined) {
+        result = { failure: "connect-failure", detail: "no healthy upstream", status: 503 };
+        this.#flags.push("UH");
+        break;
+      }
+      previous = up;
+      if (n > 1) {
+        attempts = n;
+        await sleep(backoffMs(n - 1));
+      }
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) {
+        result = { failure: "timeout", detail: "upstream request timeout" };
+        break;
+      }
+      const perTry = Math.min(remaining, retry?.perTryTimeoutMs ?? Infinity);
+      fwd.begin(up);
+      try {
+        result = await this.#attempt(up, requestHead, body, perTry, deadline);
+      } finally {
+        fwd.end(up);
+      }
+      if ("failure" in result) {
+        if (n < maxAttempts && retry !== undefined && retriesFailure(retry, result.failure)) continue;
+        break;
+      }
+      if (n < maxAttempts && retry !== undefined && retriesStatus(retry, result.head.status)) {
+        result.conn.close();
+        continue;
+      }
+      break;
+    }
+    const failed = result === undefined || "failure" in result ||
+      (retry !== undefined && retriesStatus(retry, result.head.status));
+    if (attempts > 1 && failed) this.#flags.push("URX");
+    if (result === undefined || "failure" in result) {
+      return await this.#fail(fwd, result);
+    }
+    return await this.#respond(fwd, result);
+  }
+
+  async #attempt(
+    up: Upstream,
+    requestHead: Uint8Array,
+    body: Uint8Array | undefined,
+    perTryMs: number,
+    deadline: number,
+  ): Promise<AttemptResult> {
+    let conn: BufConn;
+    let reused: boolean;
+    try {
+      ({ conn, reused } = await this.#opts.pool.acquire(up.host, up.port));
+    } catch (e) {
+      const timedOut = e instanceof ConnectError && e.timedOut;
+      return { failure: "connect-failure", detail: (e as Error).message, status: timedOut ? 504 : 503 };
+    }
+    let timedOut = false;
+    const timer = Number.isFinite(perTryMs)
+      ? setTimeout(() => {
+        timedOut = true;
+        conn.close();
+      }, Math.max(1, perTryMs))
+      : undefined;
+    try {
+      const result = await this.#exchangeOn(conn, up, requestHead, body);
+      if (timedOut) return { failure: "timeout", detail: "upstream request timeout" };
+      if ("failure" in result && reused && body !== undefined && performance.now() < deadline) {
+        // A pooled connection the upstream had just closed: try once on a fresh one.
+        const fresh = await this.#opts.pool.acquire(up.host, up.port).catch(() => undefined);
+        if (fresh === undefined) return result;
+        conn = fresh.conn;
+        const again = await this.#exchangeOn(conn, up, requestHead, body);
+        return timedOut ? { failure: "timeout", detail: "upstream request timeout" } : again;
+      }
+      return result;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Sends the request on `conn` and reads up to the final response head. */
+  async #exchangeOn(
+    conn: BufConn,
+    up: Upstream,
+    requestHead: Uint8Array,
+    body: Uint8Array | undefined,
+  ): Promise<AttemptResult> {
+    const attempt: Attempt = { conn, up, head: undefined as unknown as ResponseHead, body: undefined, bodyDone: true };
+    try {
+      if (body !== undefined && body.length > 0 && body.length + requestHead.length <= 16384) {
+        const both = new Uint8Array(requestHead.length + body.length);
+        both.set(requestHead);
+        both.set(body, requestHead.length);
+        await conn.writeAll(both);
+      } else {
+        await conn.writeAll(requestHead);
+        if (body !== undefined && body.length > 0) await conn.writeAll(body);
+      }
+    } catch (e) {
+      conn.close();
+      return { failure: "reset", detail: `upstream reset while sending the request: ${(e as Error).message}` };
+    }
+    if (body === undefined) {
+      attempt.bodyDone = false;
+      attempt.body = relayBody(this.#client, conn, this.#head.framing).then(
+        (n) => {
+          this.#requestBytes += n;
+          attempt.bodyDone = true;
+        },
+        (e) => {
+          // The client side failing ends the exchange; the upstream side is reported by the response read.
+          if (e instanceof SideError && e.side === "src") this.#client.close();
+          conn.close();
+        },
+      );
+    } else {
+      this.#requestBytes += body.length;
+    }
+    for (;;) {
+      let end = -1;
+      for (;;) {
+        if (conn.buffered > 0) {
+          end = findHeadEnd(conn.buf, conn.start, conn.end);
+          if (end !== -1) break;
+          if (conn.buffered > MAX_HEAD_BYTES) {
+            conn.close();
+            return { failure: "reset", detail: "upstream response head larger than 64 KiB", status: 502 };
+          }
+        }
+        if (!(await conn.fill())) {
+          conn.close();
+          return { failure: "reset", detail: "upstream connection closed before the response head" };
+        }
+      }
+      let head: ResponseHead;
+      try {
+        head = parseResponseHead(conn.buf, conn.start, end, this.#head.method);
+      } catch (e) {
+        conn.close();
+        this.#flags.push("UPE");
+        return { failure: "reset", detail: (e as Error).message, status: 502 };
+      }
+      conn.consume(end - conn.start);
+      if (head.status >= 100 && head.status < 200 && head.status !== 101) {
+        // 100 Continue and other interim responses go to the client as they come.
+        const interim = serializeHead(`HTTP/1.1 ${head.status} ${head.reason || reasonPhrase(head.status)}`, endToEndHeaders(head.headers));
+        try {
+          await this.#client.writeAll(interim);
+        } catch {
+          conn.close();
+          return { failure: "reset", detail: "client went away" };
+        }
+        continue;
+      }
+      attempt.head = head;
+      return attempt;
+    }
+  }
+
+  async #respond(fwd: Forward, a: Attempt): Promise<boolean> {
+    const req = this.#head;
+    const res = a.head;
+    this.#status = res.status;
+    const upgraded = res.status === 101 && req.upgrade !== undefined;
+    const headers = endToEndHeaders(res.headers, upgraded ? "upgrade" : undefined);
+    applyHeaderOps(headers, fwd.route?.responseHeaders);
+    applyHeaderOps(headers, fwd.destination.responseHeaders);
+    let keep = req.keepAlive && res.keepAlive && !upgraded;
+    if (res.framing.kind === "chunked") headers.push(["transfer-encoding", "chunked"]);
+    if (upgraded) headers.push(["connection", "upgrade"]);
+    else if (!keep) headers.push(["connection", "close"]);
+    else if (req.minor === 0) headers.push(["connection", "keep-alive"]);
+    const grpc = getHeader(res.headers, "grpc-status");
+    if (grpc !== undefined) this.#grpcStatus = grpc;
+    const out = serializeHead(`HTTP/1.1 ${res.status} ${res.reason || reasonPhrase(res.status)}`, headers);
+    this.#responded = true;
+    try {
+      await this.#client.writeAll(out);
+      this.#responseBytes += out.length;
+      if (upgraded) {
+        const counts = await relay(this.#client, a.conn);
+        this.#requestBytes += counts.aToB;
+        this.#responseBytes += counts.bToA;
+        this.#record(fwd.labels, a.up);
+        return false;
+      }
+      this.#responseBytes += await relayBody(a.conn, this.#client, res.framing);
+    } catch (e) {
+      a.conn.close();
+      this.#flags.push(e instanceof SideError && e.side === "dst" ? "DC" : "UC");
+      this.#record(fwd.labels, a.up);
+      return false;
+    }
+    if (!a.bodyDone) {
+      // The upstream answered before reading the whole request body; this
+      // connection pair cannot be reused.
+      keep = false;
+      a.conn.close();
+      await a.body;
+    } else if (res.keepAlive) {
+      this.#opts.pool.release(a.up.host, a.up.port, a.conn);
+    } else {
+      a.conn.close();
+    }
+    this.#record(fwd.labels, a.up);
+    return keep;
+  }
+
+  async #fail(fwd: Forward, r: { failure: Failure; detail: string; status?: number } | undefined): Promise<boolean> {
+    let status = r?.status ?? 503;
+    let body: string;
+    switch (r?.failure) {
+      case "timeout":
+        status = 504;
+        this.#flags.push("UT");
+        body = "upstream request timeout";
+        break;
+      case "connect-failure":
+        if (!this.#flags.includes("UH")) this.#flags.push("UF");
+        body = r.detail === "no healthy upstream"
+          ? "no healthy upstream"
+          : `upstream connect error or disconnect/reset before headers. reset reason: connection failure, detail: ${r.detail}`;
+        break;
+      default:
+        if (!this.#flags.includes("UPE")) this.#flags.push("UC");
+        body = `upstream connect error or disconnect/reset before headers. reset reason: connection termination, detail: ${
+          r?.detail ?? "unknown"
+        }`;
+    }
+    log.debug("upstream request failed", { status, detail: r?.detail ?? "", cluster: fwd.labels.cluster });
+    // The request body may be half sent: the client connection cannot be reused.
+    const keep = this.#head.keepAlive && this.#head.framing.kind === "none";
+    await this.#local(status, body, "", keep).catch(() => {});
+    this.#record(fwd.labels, undefined);
+    return keep;
+  }
+
+  async #connect(fwd: Forward): Promise<void> {
+    const up = fwd.next(undefined);
+    if (up === undefined) {
+      await this.#local(503, "no healthy upstream", "UH", false);
+      return;
+    }
+    let conn: BufConn;
+    try {
+      ({ conn } = await this.#opts.pool.acquire(up.host, up.port));
+    } catch (e) {
+      await this.#local(503, `remora: CONNECT to ${up.host}:${up.port} failed: ${(e as Error).message}`, "UF", false);
+      return;
+    }
+    this.#status = 200;
+    this.#responded = true;
+    await this.#client.writeAll(serializeHead("HTTP/1.1 200 Connection Established", []));
+    const counts = await relay(this.#client, conn);
+    this.#requestBytes += counts.aToB;
+    this.#responseBytes += counts.bToA;
+  }
+
+  async #replyLocal(d: LocalReply, keep: boolean): Promise<void> {
+    if (d.flags !== "") this.#flags.push(d.flags);
+    const headers: HeaderList = [...d.headers];
+    applyHeaderOps(headers, d.route?.responseHeaders);
+    await this.#local(d.status, d.body, "", keep, headers);
+  }
+
+  async #local(status: number, body: string, flag: string, keep: boolean, extra: HeaderList = []): Promise<void> {
+    if (flag !== "") this.#flags.push(flag);
+    this.#status = status;
+    if (this.#responded) return;
+    this.#responded = true;
+    const n = await writeLocal(this.#client, status, body, extra, keep);
+    this.#responseBytes += n;
+  }
+
+  #record(labels: Forward["labels"], up: Upstream | undefined): void {
+    observe(this.#opts, {
+      labels,
+      endpoint: up?.endpoint,
+      status: this.#status,
+      flags: this.#flags,
+      grpc: this.#grpcStatus !== "" || isGrpc(this.#head.headers),
+      grpcStatus: this.#grpcStatus,
+      startMs: this.#start,
+      requestBytes: this.#requestBytes,
+      responseBytes: this.#responseBytes,
+    });
+  }
+}
+
+function isGrpc(headers: HeaderList): boolean {
+  return getHeader(headers, "content-type")?.startsWith("application/grpc") ?? false;
+}
+
+function setHeader(headers: HeaderList, name: string, value: string): void {
+  for (let i = 0; i < headers.length; i++) {
+    if (headers[i]![0] === name) {
+      headers[i] = [name, value];
+      for (let j = headers.length - 1; j > i; j--) if (headers[j]![0] === name) headers.splice(j, 1);
+      return;
+    }
+  }
+  headers.push([name, value]);
+}
+
+function appendForwardedFor(headers: HeaderList, addr: string): void {
+  const ip = addr.startsWith("::ffff:") ? addr.slice(7) : addr;
+  for (let i = 0; i < headers.length; i++) {
+    if (headers[i]![0] === "x-forwarded-for") {
+      headers[i] = ["x-forwarded-for", `${headers[i]![1]}, ${ip}`];
+      return;
+    }
+  }
+  headers.push(["x-forwarded-for", ip]);
+}
+
+const encoder = new TextEncoder();
+
+/** Writes a complete local reply; returns the bytes written. */
+export async function writeLocal(
+  client: BufConn,
+  status: number,
+  body: string,
+  extra: HeaderList,
+  keep: boolean,
+): Promise<number> {
+  const bytes = encoder.encode(body === "" ? "" : body + "\n");
+  const headers: HeaderList = [
+    ...extra,
+    ["content-type", "text/plain; charset=utf-8"],
+    ["content-length", String(bytes.length)],
+    ["server", "remora"],
+  ];
+  if (!keep) headers.push(["connection", "close"]);
+  const head = serializeHead(`HTTP/1.1 ${status} ${reasonPhrase(status)}`, headers);
+  const all = new Uint8Array(head.length + bytes.length);
+  all.set(head);
+  all.set(bytes, head.length);
+  await client.writeAll(all);
+  return all.length;
+}

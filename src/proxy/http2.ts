@@ -1,0 +1,388 @@
+/**
+ * The HTTP/2 engine (h2c with prior knowledge, and gRPC): serves a downstream
+ * connection whose first bytes were the HTTP/2 preface, and forwards each
+ * stream over a pooled HTTP/2 session to the upstream the router chose.
+ *
+ * Framing, HPACK and flow control are node:http2's (as Deno provides it);
+ * the downstream socket is a `Duplex` over the already-peeked `BufConn`, so
+ * the bytes read for detection are replayed to the parser first. Bodies are
+ * piped with backpressure, trailers (grpc-status) are passed through, and
+ * the route's timeout and retry policy apply as in the HTTP/1 engine
+ * (retries only for requests without a body, the ones that can be replayed).
+ */
+
+import http2 from "node:http2";
+import { Duplex } from "node:stream";
+import type { HeaderOps } from "../config/runtime.ts";
+import type { HeaderList } from "../http/h1_head.ts";
+import { log } from "../log.ts";
+import type { BufConn } from "../net/buf_conn.ts";
+import type { ConnInfo } from "./http1.ts";
+import { type Observer, observe } from "./observe.ts";
+import { applyHeaderOps, backoffMs, newRequestId, retriesStatus, sleep } from "./policy.ts";
+import { type RequestView, splitAuthority } from "./route_match.ts";
+import type { Forward, HttpRouter, Upstream } from "./target.ts";
+
+export interface Http2Options extends Observer {
+  router: HttpRouter;
+}
+
+/** A Duplex over a BufConn: buffered bytes first, then reads as they come. */
+export function duplexOf(c: BufConn): Duplex {
+  let reading = false;
+  const d = new Duplex({
+    read() {
+      if (reading) return;
+      reading = true;
+      (async () => {
+        for (;;) {
+          if (c.buffered === 0 && !(await c.fill())) {
+            d.push(null);
+            return;
+          }
+          const chunk = c.buf.slice(c.start, c.end);
+          c.consume(chunk.length);
+          if (!d.push(chunk)) {
+            reading = false;
+            return;
+          }
+        }
+      })();
+    },
+    write(chunk: Uint8Array, _enc, cb) {
+      c.writeAll(chunk).then(() => cb(), (e) => cb(e as Error));
+    },
+    final(cb) {
+      c.closeWrite();
+      cb();
+    },
+    destroy(err, cb) {
+      c.close();
+      cb(err);
+    },
+  });
+  return d;
+}
+
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "host"]);
+
+/** Serves HTTP/2 streams of one downstream connection. */
+export class Http2Engine {
+  readonly #opts: Http2Options;
+  readonly #server: http2.Http2Server;
+  readonly #info = new WeakMap<object, ConnInfo>();
+  readonly #sessions = new Map<string, http2.ClientHttp2Session>();
+
+  constructor(opts: Http2Options) {
+    this.#opts = opts;
+    this.#server = http2.createServer({ maxSessionMemory: 64 });
+    this.#server.on("stream", (stream, headers) => {
+      const info = this.#info.get(stream.session?.socket as object) ??
+        { remoteAddr: "unknown", remotePort: 0, localPort: 0 };
+      this.#handle(stream, headers, info).catch((e) => {
+        log.warn("HTTP/2 stream failed", { error: String(e) });
+        if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      });
+    });
+    this.#server.on("sessionError", () => {});
+  }
+
+  serve(client: BufConn, info: ConnInfo): void {
+    const socket = duplexOf(client);
+    this.#info.set(socket, info);
+    socket.on("error", () => {});
+    this.#server.emit("connection", socket);
+  }
+
+  close(): void {
+    for (const s of this.#sessions.values()) s.close();
+    this.#sessions.clear();
+  }
+
+  #session(up: Upstream): http2.ClientHttp2Session {
+    const key = `${up.host}:${up.port}`;
+    let s = this.#sessions.get(key);
+    if (s !== undefined && !s.closed && !s.destroyed) return s;
+    const host = up.host.includes(":") ? `[${up.host}]` : up.host;
+    s = http2.connect(`http://${host}:${up.port}`);
+    const session = s;
+    const drop = () => {
+      if (this.#sessions.get(key) === session) this.#sessions.delete(key);
+    };
+    s.on("error", drop);
+    s.on("close", drop);
+    s.on("goaway", drop);
+    this.#sessions.set(key, s);
+    return s;
+  }
+
+  async #handle(
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    info: ConnInfo,
+  ): Promise<void> {
+    const start = performance.now();
+    const method = String(headers[":method"] ?? "GET");
+    const path = String(headers[":path"] ?? "/");
+    const scheme = String(headers[":scheme"] ?? "http");
+    const authority = String(headers[":authority"] ?? headers["host"] ?? "");
+    const hp = splitAuthority(authority, scheme === "https" ? 443 : 80);
+    const grpc = String(headers["content-type"] ?? "").startsWith("application/grpc");
+    const flags: string[] = [];
+    let requestBytes = 0;
+    let responseBytes = 0;
+    stream.on("data", (c: Uint8Array) => requestBytes += c.length);
+    const finish = (labels: Forward["labels"], status: number, up: Upstream | undefined, grpcStatus: string) =>
+      observe(this.#opts, {
+        labels,
+        endpoint: up?.endpoint,
+        status,
+        flags,
+        grpc,
+        grpcStatus,
+        startMs: start,
+        requestBytes,
+        responseBytes,
+      });
+    if (hp === undefined || method === "CONNECT") {
+      respondLocal(stream, 400, "remora: :authority is missing or malformed");
+      return;
+    }
+    const view: RequestView = {
+      method,
+      path,
+      host: hp.host,
+      port: hp.port,
+      scheme,
+      header: (name) => {
+        const v = headers[name];
+        return v === undefined ? undefined : Array.isArray(v) ? v.join(",") : String(v);
+      },
+    };
+    const d = this.#opts.router.route(view);
+    if (d.kind === "local") {
+      if (d.flags !== "") flags.push(d.flags);
+      respondLocal(stream, d.status, d.body, d.headers);
+      finish(d.labels, d.status, undefined, "");
+      return;
+    }
+    const route = d.route;
+    const fault = route?.fault;
+    if (fault?.delay !== undefined && Math.random() * 100 < fault.delay.percentage) {
+      flags.push("DI");
+      await sleep(fault.delay.ms);
+    }
+    if (fault?.abort !== undefined && Math.random() * 100 < fault.abort.percentage) {
+      flags.push("FI");
+      respondLocal(stream, fault.abort.status, "fault filter abort");
+      finish(d.labels, fault.abort.status, undefined, "");
+      return;
+    }
+
+    // Upstream request headers: end-to-end fields plus proxy headers and route operations.
+    const list: HeaderList = [];
+    for (const [k, v] of Object.entries(headers)) {
+      if (k.startsWith(":") || HOP_BY_HOP.has(k) || v === undefined) continue;
+      if (Array.isArray(v)) for (const x of v) list.push([k, x]);
+      else list.push([k, String(v)]);
+    }
+    if (!list.some(([k]) => k === "x-request-id")) list.push(["x-request-id", newRequestId()]);
+    const xff = list.findIndex(([k]) => k === "x-forwarded-for");
+    const ip = info.remoteAddr.startsWith("::ffff:") ? info.remoteAddr.slice(7) : info.remoteAddr;
+    if (xff === -1) list.push(["x-forwarded-for", ip]);
+    else list[xff] = ["x-forwarded-for", `${list[xff]![1]}, ${ip}`];
+    if (!list.some(([k]) => k === "x-forwarded-proto")) list.push(["x-forwarded-proto", scheme]);
+    applyHeaderOps(list, route?.requestHeaders);
+    applyHeaderOps(list, d.destination.requestHeaders);
+    const out: http2.OutgoingHttpHeaders = {
+      ":method": method,
+      ":path": d.path,
+      ":scheme": scheme,
+      ":authority": d.authority ?? authority,
+    };
+    for (const [k, v] of list) {
+      const prev = out[k];
+      out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
+    }
+
+    const retry = route?.retry;
+    // Only a request that ended with its headers can be replayed.
+    const replayable = stream.readableEnded || (stream as unknown as { endAfterHeaders: boolean }).endAfterHeaders;
+    const maxAttempts = replayable && retry !== undefined ? 1 + retry.attempts : 1;
+    const timeoutMs = route?.timeoutMs;
+    const deadline = timeoutMs !== undefined && timeoutMs > 0 ? start + timeoutMs : Infinity;
+    let previous: Upstream | undefined;
+    for (let n = 1; n <= maxAttempts; n++) {
+      const up = d.next(previous);
+      if (up === undefined) {
+        flags.push("UH");
+        respondLocal(stream, 503, "no healthy upstream");
+        finish(d.labels, 503, undefined, "");
+        return;
+      }
+      previous = up;
+      if (n > 1) await sleep(backoffMs(n - 1));
+      const last = n === maxAttempts;
+      d.begin(up);
+      let outcome: Outcome;
+      try {
+        outcome = await this.#attempt(stream, out, up, {
+          perTryMs: Math.min(deadline - performance.now(), retry?.perTryTimeoutMs ?? Infinity),
+          // A retriable status is held back unless this is the last attempt.
+          holdStatus: last || retry === undefined ? undefined : (s) => retriesStatus(retry, s),
+          responseHeaders: [route?.responseHeaders, d.destination.responseHeaders],
+          onResponseBytes: (k) => responseBytes += k,
+          replayable: maxAttempts > 1,
+        });
+      } finally {
+        d.end(up);
+      }
+      if (outcome.kind === "done") {
+        if (outcome.flag !== undefined) flags.push(outcome.flag);
+        finish(d.labels, outcome.status, up, outcome.grpcStatus);
+        return;
+      }
+      if (!last) continue;
+      if (n > 1) flags.push("URX");
+      const status = outcome.kind === "timeout" ? 504 : outcome.status ?? 503;
+      flags.push(outcome.kind === "timeout" ? "UT" : outcome.kind === "connect" ? "UF" : "UC");
+      respondLocal(
+        stream,
+        status,
+        outcome.kind === "timeout" ? "upstream request timeout" : `upstream connect error or disconnect/reset before headers. reset reason: ${
+          outcome.kind === "connect" ? "connection failure" : "connection termination"
+        }, detail: ${outcome.detail}`,
+      );
+      finish(d.labels, status, up, "");
+      return;
+    }
+  }
+
+  #attempt(
+    stream: http2.ServerHttp2Stream,
+    out: http2.OutgoingHttpHeaders,
+    up: Upstream,
+    o: {
+      perTryMs: number;
+      holdStatus: ((s: number) => boolean) | undefined;
+      responseHeaders: Array<HeaderOps | undefined>;
+      onResponseBytes: (n: number) => void;
+      replayable: boolean;
+    },
+  ): Promise<Outcome> {
+    return new Promise<Outcome>((resolve) => {
+      let settled = false;
+      const settle = (x: Outcome) => {
+        if (!settled) {
+          settled = true;
+          clearTimeout(timer);
+          resolve(x);
+        }
+      };
+      let session: http2.ClientHttp2Session;
+      try {
+        session = this.#session(up);
+      } catch (e) {
+        settle({ kind: "connect", detail: (e as Error).message });
+        return;
+      }
+      let responded = false;
+      const ureq = session.request(out, { endStream: o.replayable });
+      const timer = Number.isFinite(o.perTryMs)
+        ? setTimeout(() => {
+          ureq.close(http2.constants.NGHTTP2_CANCEL);
+          if (responded) {
+            stream.close(http2.constants.NGHTTP2_CANCEL);
+            settle({ kind: "done", status: 504, grpcStatus: "", flag: "UT" });
+          } else settle({ kind: "timeout" });
+        }, Math.max(1, o.perTryMs))
+        : undefined;
+      if (!o.replayable) stream.pipe(ureq);
+      stream.on("close", () => {
+        if (!ureq.closed) ureq.close(http2.constants.NGHTTP2_CANCEL);
+      });
+      let trailers: http2.IncomingHttpHeaders | undefined;
+      ureq.on("trailers", (t) => trailers = t);
+      ureq.on("error", (e: Error & { code?: string }) => {
+        if (responded) {
+          if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+          settle({ kind: "done", status: 0, grpcStatus: "", flag: "UC" });
+          return;
+        }
+        const connect = e.code === "ECONNREFUSED" || e.code === "ENOTFOUND" || e.code === "EHOSTUNREACH" ||
+          /connect|refused/i.test(e.message);
+        settle({ kind: connect ? "connect" : "reset", detail: e.message });
+      });
+      ureq.on("response", (h) => {
+        const status = Number(h[":status"] ?? 502);
+        if (o.holdStatus?.(status)) {
+          ureq.close(http2.constants.NGHTTP2_CANCEL);
+          settle({ kind: "reset", detail: `status ${status}`, status });
+          return;
+        }
+        responded = true;
+        const list: HeaderList = [];
+        for (const [k, v] of Object.entries(h)) {
+          if (k.startsWith(":") || HOP_BY_HOP.has(k) || v === undefined) continue;
+          if (Array.isArray(v)) for (const x of v) list.push([k, x]);
+          else list.push([k, String(v)]);
+        }
+        for (const ops of o.responseHeaders) applyHeaderOps(list, ops);
+        const rh: http2.OutgoingHttpHeaders = { ":status": status };
+        for (const [k, v] of list) {
+          const prev = rh[k];
+          rh[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
+        }
+        const endNow = ureq.readableEnded || (ureq as unknown as { endAfterHeaders: boolean }).endAfterHeaders;
+        const grpcInHeaders = h["grpc-status"] !== undefined ? String(h["grpc-status"]) : "";
+        if (stream.destroyed) {
+          ureq.close(http2.constants.NGHTTP2_CANCEL);
+          settle({ kind: "done", status, grpcStatus: grpcInHeaders, flag: "DC" });
+          return;
+        }
+        if (endNow) {
+          stream.respond(rh, { endStream: true });
+          settle({ kind: "done", status, grpcStatus: grpcInHeaders });
+          return;
+        }
+        stream.respond(rh, { waitForTrailers: true });
+        stream.on("wantTrailers", () => {
+          const t: http2.OutgoingHttpHeaders = {};
+          if (trailers !== undefined) {
+            for (const [k, v] of Object.entries(trailers)) if (!k.startsWith(":") && v !== undefined) t[k] = v;
+          }
+          if (Object.keys(t).length > 0) stream.sendTrailers(t);
+          else stream.close();
+        });
+        ureq.on("data", (c: Uint8Array) => o.onResponseBytes(c.length));
+        ureq.pipe(stream);
+        ureq.on("end", () => {
+          const g = trailers?.["grpc-status"];
+          settle({ kind: "done", status, grpcStatus: g !== undefined ? String(g) : grpcInHeaders });
+        });
+      });
+    });
+  }
+}
+
+type Outcome =
+  | { kind: "done"; status: number; grpcStatus: string; flag?: string }
+  | { kind: "timeout" }
+  | { kind: "connect"; detail: string; status?: number }
+  | { kind: "reset"; detail: string; status?: number };
+
+function respondLocal(
+  stream: http2.ServerHttp2Stream,
+  status: number,
+  body: string,
+  extra: Array<[string, string]> = [],
+): void {
+  if (stream.destroyed || stream.headersSent) {
+    if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    return;
+  }
+  const h: http2.OutgoingHttpHeaders = { ":status": status, "content-type": "text/plain; charset=utf-8" };
+  for (const [k, v] of extra) h[k] = v;
+  stream.respond(h);
+  stream.end(body === "" ? "" : body + "\n");
+}

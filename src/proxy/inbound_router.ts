@@ -1,0 +1,54 @@
+/**
+ * Inbound routing: every request received for the workload goes to the local
+ * app on 127.0.0.1 at the app port (the original destination port once
+ * capture provides it). Istio applies VirtualService routing on the caller's
+ * side, so none is applied here; the Host header only names the destination
+ * service for metrics when the config knows it.
+ */
+
+import type { RuntimeConfig } from "../config/runtime.ts";
+import { findVirtualHost, type RequestView } from "./route_match.ts";
+import { type Forward, type HttpRouter, localReply, type RouteDecision, UNKNOWN_DESTINATION, type Upstream } from "./target.ts";
+
+export interface InboundRouterOptions {
+  getConfig(): RuntimeConfig;
+  /** The app's port on loopback; undefined means no app is configured. */
+  appPort: number | undefined;
+  appHost?: string;
+}
+
+export class InboundRouter implements HttpRouter {
+  readonly #opts: InboundRouterOptions;
+
+  constructor(opts: InboundRouterOptions) {
+    this.#opts = opts;
+  }
+
+  route(req: RequestView): RouteDecision {
+    const port = this.#opts.appPort;
+    if (port === undefined) {
+      return localReply(503, "remora: no app port is configured for inbound traffic (--app-port)", "NR");
+    }
+    const vhost = findVirtualHost(this.#opts.getConfig(), req.host, req.port);
+    const labels = vhost === undefined ? UNKNOWN_DESTINATION : {
+      service: vhost.serviceHost,
+      serviceName: vhost.serviceName,
+      serviceNamespace: vhost.namespace,
+      cluster: `inbound|${port}||`,
+    };
+    const up: Upstream = { host: this.#opts.appHost ?? "127.0.0.1", port, endpoint: undefined };
+    const forward: Forward = {
+      kind: "forward",
+      route: undefined,
+      cluster: undefined,
+      authority: undefined,
+      path: req.path,
+      labels,
+      destination: { requestHeaders: undefined, responseHeaders: undefined },
+      next: () => up,
+      begin() {},
+      end() {},
+    };
+    return forward;
+  }
+}

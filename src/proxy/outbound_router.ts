@@ -1,0 +1,177 @@
+/**
+ * Outbound routing: the app's request → virtual host → HTTP route → weighted
+ * cluster → endpoints, following Istio's VirtualService and DestinationRule
+ * semantics over the running config.
+ *
+ * A host with no registry entry passes through to its own address under
+ * ALLOW_ANY (labelled PassthroughCluster, as Istio does) or gets a 502 under
+ * REGISTRY_ONLY (BlackHoleCluster). remora's own listener ports on loopback
+ * are refused, so nothing of the admin API is reachable through the data
+ * path. The config is read once per request from `getConfig`, so a request
+ * finishes on the config it started with.
+ */
+
+import type { Cluster, HttpRoute, RuntimeConfig, VirtualHost } from "../config/runtime.ts";
+import { balancerFor } from "./balance.ts";
+import { findVirtualHost, matchRoute, pickCluster, type RequestView } from "./route_match.ts";
+import {
+  type DestinationLabels,
+  type Forward,
+  type HttpRouter,
+  localReply,
+  type RouteDecision,
+  type Upstream,
+} from "./target.ts";
+
+const PASSTHROUGH: DestinationLabels = {
+  service: "PassthroughCluster",
+  serviceName: "PassthroughCluster",
+  serviceNamespace: "unknown",
+  cluster: "PassthroughCluster",
+};
+
+const BLACKHOLE: DestinationLabels = {
+  service: "BlackHoleCluster",
+  serviceName: "BlackHoleCluster",
+  serviceNamespace: "unknown",
+  cluster: "BlackHoleCluster",
+};
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|::1|::ffff:127\.\d+\.\d+\.\d+|0\.0\.0\.0|::)$/;
+
+export interface OutboundRouterOptions {
+  getConfig(): RuntimeConfig;
+  /** Ports remora itself listens on; loopback requests to them are refused. */
+  ownPorts: ReadonlySet<number>;
+  random?: () => number;
+}
+
+export class OutboundRouter implements HttpRouter {
+  readonly #opts: OutboundRouterOptions;
+  readonly #random: () => number;
+
+  constructor(opts: OutboundRouterOptions) {
+    this.#opts = opts;
+    this.#random = opts.random ?? Math.random;
+  }
+
+  route(req: RequestView): RouteDecision {
+    if (this.#opts.ownPorts.has(req.port) && LOOPBACK.test(req.host)) {
+      return localReply(403, "remora: its own admin and listener ports are not reachable through the proxy", "");
+    }
+    const cfg = this.#opts.getConfig();
+    const vhost = findVirtualHost(cfg, req.host, req.port);
+    if (vhost === undefined) {
+      if (cfg.outboundTrafficPolicy === "REGISTRY_ONLY") {
+        return localReply(
+          502,
+          `remora: no service entry for ${req.host}:${req.port} and the outbound traffic policy is REGISTRY_ONLY`,
+          "NR",
+          BLACKHOLE,
+        );
+      }
+      return passthrough(req);
+    }
+    const labels = vhostLabels(vhost);
+    const route = matchRoute(vhost, req);
+    if (route === undefined) {
+      return localReply(404, `remora: no route matched ${req.method} ${pathOnly(req.path)} on ${vhost.serviceHost}`, "NR", labels);
+    }
+    if (route.directResponse !== undefined) {
+      return { ...localReply(route.directResponse.status, route.directResponse.body, "", labels), route };
+    }
+    if (route.redirect !== undefined) {
+      const r = route.redirect;
+      const authority = r.authority ?? hostHeader(req);
+      const location = `${req.scheme}://${authority}${r.uri ?? req.path}`;
+      return { ...localReply(r.code, "", "", labels, [["location", location]]), route };
+    }
+    const wc = pickCluster(route, this.#random());
+    if (wc === undefined) return localReply(503, "remora: route has no destination", "NR", labels);
+    return forwardTo(wc.cluster, route, req, {
+      requestHeaders: wc.requestHeaders,
+      responseHeaders: wc.responseHeaders,
+    });
+  }
+}
+
+function pathOnly(path: string): string {
+  const q = path.indexOf("?");
+  return q === -1 ? path : path.slice(0, q);
+}
+
+function hostHeader(req: RequestView): string {
+  return req.port === 80 ? req.host : `${req.host}:${req.port}`;
+}
+
+function vhostLabels(v: VirtualHost): DestinationLabels {
+  return { service: v.serviceHost, serviceName: v.serviceName, serviceNamespace: v.namespace, cluster: "unknown" };
+}
+
+function clusterLabels(c: Cluster): DestinationLabels {
+  return { service: c.serviceHost, serviceName: c.serviceName, serviceNamespace: c.namespace, cluster: c.name };
+}
+
+/** Applies a route's rewrite to the path. */
+export function rewritePath(route: HttpRoute | undefined, path: string): string {
+  const rw = route?.rewrite;
+  if (rw?.uri === undefined) return path;
+  const q = path.indexOf("?");
+  const p = q === -1 ? path : path.slice(0, q);
+  const query = q === -1 ? "" : path.slice(q);
+  if (rw.prefix !== undefined && p.startsWith(rw.prefix)) {
+    return rw.uri + p.slice(rw.prefix.length) + query;
+  }
+  return rw.uri + query;
+}
+
+function passthrough(req: RequestView): Forward {
+  const up: Upstream = { host: req.host, port: req.port, endpoint: undefined };
+  return {
+    kind: "forward",
+    route: undefined,
+    cluster: undefined,
+    authority: undefined,
+    path: req.path,
+    labels: PASSTHROUGH,
+    destination: { requestHeaders: undefined, responseHeaders: undefined },
+    next: () => up,
+    begin() {},
+    end() {},
+  };
+}
+
+function forwardTo(
+  cluster: Cluster,
+  route: HttpRoute,
+  req: RequestView,
+  destination: Forward["destination"],
+): Forward {
+  const authority = route.rewrite?.authority;
+  const path = rewritePath(route, req.path);
+  const labels = clusterLabels(cluster);
+  if (cluster.passthrough) {
+    const up: Upstream = { host: cluster.serviceHost, port: cluster.port || req.port, endpoint: undefined };
+    return { kind: "forward", route, cluster, authority, path, labels, destination, next: () => up, begin() {}, end() {} };
+  }
+  const balancer = balancerFor(cluster);
+  return {
+    kind: "forward",
+    route,
+    cluster,
+    authority,
+    path,
+    labels,
+    destination,
+    next(previous) {
+      const e = balancer.pick(previous?.endpoint);
+      return e === undefined ? undefined : { host: e.address, port: e.port, endpoint: e };
+    },
+    begin(u) {
+      if (u.endpoint !== undefined) balancer.begin(u.endpoint);
+    },
+    end(u) {
+      if (u.endpoint !== undefined) balancer.end(u.endpoint);
+    },
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * Per-request policy helpers built on a route's precompiled policy: which
+ * outcomes a retry policy retries, the backoff between attempts, header
+ * operations, and the request id. Policy objects come from the config and are
+ * never mutated; per-request state (attempt counts, timers) stays with the
+ * engines.
+ */
+
+import type { HeaderOps, RetryPolicy } from "../config/runtime.ts";
+import type { HeaderList } from "../http/h1_head.ts";
+
+/** Why an attempt failed before a usable response. */
+export type Failure = "connect-failure" | "reset" | "timeout";
+
+export function retriesStatus(p: RetryPolicy, status: number): boolean {
+  if (p.statusCodes.has(status)) return true;
+  if (p.on5xx && status >= 500) return true;
+  if (p.onGatewayError && (status === 502 || status === 503 || status === 504)) return true;
+  if (p.onRetriable4xx && status === 409) return true;
+  return false;
+}
+
+export function retriesFailure(p: RetryPolicy, f: Failure): boolean {
+  switch (f) {
+    case "connect-failure":
+      return p.onConnectFailure || p.on5xx || p.onGatewayError || p.onReset;
+    case "reset":
+      return p.onReset || p.on5xx;
+    case "timeout":
+      // A per-try timeout is always retried while attempts remain (as Envoy does).
+      return true;
+  }
+}
+
+/** Exponential backoff with full jitter: base 25ms, capped at 250ms. */
+export function backoffMs(attempt: number, random: () => number = Math.random): number {
+  const cap = Math.min(250, 25 * 2 ** Math.max(0, attempt - 1));
+  return Math.floor(random() * cap);
+}
+
+/** Applies set/add/remove operations to a header list in place. */
+export function applyHeaderOps(headers: HeaderList, ops: HeaderOps | undefined): void {
+  if (ops === undefined) return;
+  if (ops.remove.length > 0) {
+    for (let i = headers.length - 1; i >= 0; i--) {
+      if (ops.remove.includes(headers[i]![0])) headers.splice(i, 1);
+    }
+  }
+  for (const [name, value] of ops.set) {
+    let found = false;
+    for (let i = headers.length - 1; i >= 0; i--) {
+      if (headers[i]![0] === name) {
+        if (found) headers.splice(i, 1);
+        else {
+          headers[i] = [name, value];
+          found = true;
+        }
+      }
+    }
+    if (!found) headers.push([name, value]);
+  }
+  for (const [name, value] of ops.add) headers.push([name, value]);
+}
+
+export function newRequestId(): string {
+  return crypto.randomUUID();
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,143 @@
+/**
+ * Logical routing: from a request's authority and attributes to an HTTP route
+ * of the running config, and from a route to one of its weighted clusters.
+ *
+ * Everything here reads the immutable tables of `config/runtime.ts`: a host
+ * lookup is a Map get, matchers were compiled with the config, and the
+ * weighted split is a binary search over the route's cumulative table. It
+ * does not pick endpoints (see `balance.ts`).
+ */
+
+import type {
+  HttpRoute,
+  Matcher,
+  RouteMatch,
+  RuntimeConfig,
+  VirtualHost,
+  WeightedCluster,
+} from "../config/runtime.ts";
+
+/** The request attributes routes match on. */
+export interface RequestView {
+  method: string;
+  /** Path with query, as it will be forwarded. */
+  path: string;
+  /** Host without port, lower-case. */
+  host: string;
+  port: number;
+  scheme: string;
+  /** Header value by lower-case name, or undefined. */
+  header(name: string): string | undefined;
+}
+
+/** Splits "host:port" or "[v6]:port" into a lower-case host and a port. */
+export function splitAuthority(authority: string, defaultPort: number): { host: string; port: number } | undefined {
+  let host = authority;
+  let port = defaultPort;
+  if (authority.startsWith("[")) {
+    const close = authority.indexOf("]");
+    if (close === -1) return undefined;
+    host = authority.slice(1, close);
+    const rest = authority.slice(close + 1);
+    if (rest.startsWith(":")) port = Number(rest.slice(1));
+    else if (rest !== "") return undefined;
+  } else {
+    const colon = authority.lastIndexOf(":");
+    if (colon !== -1) {
+      if (authority.indexOf(":") !== colon) return undefined;
+      host = authority.slice(0, colon);
+      port = Number(authority.slice(colon + 1));
+    }
+  }
+  if (host === "" || !Number.isInteger(port) || port < 1 || port > 65535) return undefined;
+  if (!/^[A-Za-z0-9.\-_:%]+$/.test(host)) return undefined;
+  return { host: host.toLowerCase(), port };
+}
+
+/** Finds the virtual host serving host:port, by name, wildcard, then address. */
+export function findVirtualHost(cfg: RuntimeConfig, host: string, port: number): VirtualHost | undefined {
+  const key = host + ":" + port;
+  const byName = cfg.hosts.get(key) ?? cfg.hosts.get(host);
+  if (byName !== undefined) return byName;
+  for (const w of cfg.wildcards) {
+    if ((w.port === undefined || w.port === port) && host.endsWith(w.suffix)) return w.vhost;
+  }
+  return cfg.addresses.get(key) ?? cfg.addresses.get(host);
+}
+
+function test(m: Matcher, value: string): boolean {
+  switch (m.kind) {
+    case "exact":
+      return value === m.value;
+    case "prefix":
+      return value.startsWith(m.value);
+    case "regex":
+      return m.re.test(value);
+  }
+}
+
+function queryParam(path: string, name: string): string | undefined {
+  const q = path.indexOf("?");
+  if (q === -1) return undefined;
+  for (const pair of path.slice(q + 1).split("&")) {
+    const eq = pair.indexOf("=");
+    const k = eq === -1 ? pair : pair.slice(0, eq);
+    if (k === name) return eq === -1 ? "" : pair.slice(eq + 1);
+  }
+  return undefined;
+}
+
+function matches(m: RouteMatch, req: RequestView): boolean {
+  if (m.port !== undefined && m.port !== req.port) return false;
+  if (m.uri !== undefined) {
+    const q = req.path.indexOf("?");
+    let p = q === -1 ? req.path : req.path.slice(0, q);
+    if (m.ignoreUriCase) p = p.toLowerCase();
+    if (!test(m.uri, p)) return false;
+  }
+  if (m.method !== undefined && !test(m.method, req.method)) return false;
+  if (m.scheme !== undefined && !test(m.scheme, req.scheme)) return false;
+  if (m.authority !== undefined && !test(m.authority, req.port === 80 ? req.host : `${req.host}:${req.port}`)) {
+    return false;
+  }
+  for (const [name, hm] of m.headers) {
+    const v = req.header(name);
+    if (v === undefined || !test(hm, v)) return false;
+  }
+  for (const [name, hm] of m.withoutHeaders) {
+    const v = req.header(name);
+    if (v !== undefined && test(hm, v)) return false;
+  }
+  for (const [name, qm] of m.queryParams) {
+    const v = queryParam(req.path, name);
+    if (v === undefined || !test(qm, v)) return false;
+  }
+  return true;
+}
+
+/** The first route of the virtual host that matches the request. */
+export function matchRoute(vhost: VirtualHost, req: RequestView): HttpRoute | undefined {
+  for (const route of vhost.http) {
+    if (route.matches.length === 0) return route;
+    for (const m of route.matches) if (matches(m, req)) return route;
+  }
+  return undefined;
+}
+
+/** Draws one weighted cluster of a route; `r` is uniform in [0, 1). */
+export function pickCluster(
+  split: { clusters: WeightedCluster[]; cumulative: number[]; totalWeight: number },
+  r: number,
+): WeightedCluster | undefined {
+  const { clusters, cumulative } = split;
+  if (clusters.length <= 1) return clusters[0];
+  const x = r * split.totalWeight;
+  let lo = 0;
+  let hi = cumulative.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (cumulative[mid]! > x) hi = mid;
+    else lo = mid + 1;
+  }
+  return clusters[lo];
+}

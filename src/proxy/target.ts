@@ -1,0 +1,82 @@
+/**
+ * What routing decides for one request, shared by the HTTP/1 and HTTP/2
+ * engines: either a local reply (no route, registry-only, direct response) or
+ * a forward to a cluster whose endpoints are drawn per attempt.
+ *
+ * Types and small constructors only; the decisions are made by
+ * `outbound_router.ts` and `inbound_router.ts`.
+ */
+
+import type { Cluster, Endpoint, HttpRoute } from "../config/runtime.ts";
+import type { RequestView } from "./route_match.ts";
+
+/** One concrete place to send an attempt to. */
+export interface Upstream {
+  host: string;
+  port: number;
+  endpoint: Endpoint | undefined;
+}
+
+/** Destination labels for metrics and logs, all from bounded sets. */
+export interface DestinationLabels {
+  service: string;
+  serviceName: string;
+  serviceNamespace: string;
+  cluster: string;
+}
+
+export interface Forward {
+  kind: "forward";
+  route: HttpRoute | undefined;
+  cluster: Cluster | undefined;
+  /** Host header / :authority to send upstream instead of the request's, if any. */
+  authority: string | undefined;
+  /** Path (with query) to send upstream. */
+  path: string;
+  labels: DestinationLabels;
+  /** Header operations of the chosen weighted destination, applied after the route's. */
+  destination: {
+    requestHeaders: HttpRoute["requestHeaders"];
+    responseHeaders: HttpRoute["responseHeaders"];
+  };
+  /** The upstream for the next attempt; `previous` is avoided where possible. */
+  next(previous: Upstream | undefined): Upstream | undefined;
+  /** Marks an attempt to `u` started / finished, for least-request balancing. */
+  begin(u: Upstream): void;
+  end(u: Upstream): void;
+}
+
+export interface LocalReply {
+  kind: "local";
+  status: number;
+  body: string;
+  /** Envoy response flags, e.g. "NR". */
+  flags: string;
+  headers: Array<[string, string]>;
+  labels: DestinationLabels;
+  route: HttpRoute | undefined;
+}
+
+export type RouteDecision = Forward | LocalReply;
+
+/** Decides where requests received by one listener go. */
+export interface HttpRouter {
+  route(req: RequestView): RouteDecision;
+}
+
+export const UNKNOWN_DESTINATION: DestinationLabels = {
+  service: "unknown",
+  serviceName: "unknown",
+  serviceNamespace: "unknown",
+  cluster: "unknown",
+};
+
+export function localReply(
+  status: number,
+  body: string,
+  flags: string,
+  labels: DestinationLabels = UNKNOWN_DESTINATION,
+  headers: Array<[string, string]> = [],
+): LocalReply {
+  return { kind: "local", status, body, flags, headers, labels, route: undefined };
+}
