@@ -23,11 +23,16 @@ export interface AdminState {
 }
 
 function text(status: number, body: string): Response {
-  return new Response(body + "\n", { status, headers: { "content-type": "text/plain; charset=utf-8" } });
+  return new Response(body + "\n", {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8" },
+  });
 }
 
 async function prometheus(state: AdminState): Promise<Response> {
-  return new Response(await state.metrics.render(), { headers: { "content-type": state.metrics.contentType } });
+  return new Response(await state.metrics.render(), {
+    headers: { "content-type": state.metrics.contentType },
+  });
 }
 
 /** The body of /config_dump: the active config and where it came from. */
@@ -69,7 +74,9 @@ export function adminHandler(state: AdminState): (req: Request) => Promise<Respo
       case "/logging": {
         const level = url.searchParams.get("level");
         if (level === null) return text(200, `active level: ${getLevel()}`);
-        if (!isLevel(level)) return text(400, `Unknown log level "${level}": use one of ${LEVELS.join(", ")}`);
+        if (!isLevel(level)) {
+          return text(400, `Unknown log level "${level}": use one of ${LEVELS.join(", ")}`);
+        }
         setLevel(level);
         log.info("log level changed", { level });
         return text(200, `active level: ${level}`);
@@ -93,22 +100,18 @@ export function statsHandler(state: AdminState): (req: Request) => Promise<Respo
 export function healthHandler(state: AdminState): (req: Request) => Response {
   return (req) => {
     const path = new URL(req.url).pathname;
-    if (path === "/healthz/ready") return state.ready() ? text(200, "ready") : text(503, "not ready");
+    if (path === "/healthz/ready") {
+      return state.ready() ? text(200, "ready") : text(503, "not ready");
+    }
     return text(404, "remora health: /healthz/ready");
   };
 }
 
-/** Starts a Deno.serve server; resolves with it once listening. */
+/** Starts a Deno.serve server (binding is synchronous: errors throw here). */
 export function serve(
   hostname: string,
   port: number,
   handler: (req: Request) => Promise<Response> | Response,
-): Promise<Deno.HttpServer<Deno.NetAddr>> {
-  return new Promise((resolve, reject) => {
-    try {
-      const server = Deno.serve({ hostname, port, onListen: () => resolve(server) }, handler);
-    } catch (e) {
-      reject(e);
-    }
-  });
+): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve({ hostname, port, onListen: () => {} }, handler);
 }

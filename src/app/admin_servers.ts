@@ -4,7 +4,13 @@
  * src/admin/admin.ts.
  */
 
-import { adminHandler, type AdminState, healthHandler, serve, statsHandler } from "../admin/admin.ts";
+import {
+  adminHandler,
+  type AdminState,
+  healthHandler,
+  serve,
+  statsHandler,
+} from "../admin/admin.ts";
 
 export interface AdminServers {
   ports: number[];
@@ -12,15 +18,15 @@ export interface AdminServers {
   close(): Promise<void>;
 }
 
-export async function startAdmin(o: {
+export function startAdmin(o: {
   adminPort: number;
   statsPort: number;
   healthPort: number;
   state: AdminState;
-}): Promise<AdminServers> {
-  const admin = await serve("127.0.0.1", o.adminPort, adminHandler(o.state));
-  const stats = await serve("0.0.0.0", o.statsPort, statsHandler(o.state));
-  const health = await serve("0.0.0.0", o.healthPort, healthHandler(o.state));
+}): AdminServers {
+  const admin = serve("127.0.0.1", o.adminPort, adminHandler(o.state));
+  const stats = serve("0.0.0.0", o.statsPort, statsHandler(o.state));
+  const health = serve("0.0.0.0", o.healthPort, healthHandler(o.state));
   const servers = [admin, stats, health];
   return {
     ports: servers.map((s) => s.addr.port),

@@ -18,7 +18,13 @@ export class Listener {
   #closing = false;
   readonly #done: Promise<void>;
 
-  constructor(name: string, hostname: string, port: number, handler: ConnHandler, onCount?: (n: number) => void) {
+  constructor(
+    name: string,
+    hostname: string,
+    port: number,
+    handler: ConnHandler,
+    onCount?: (n: number) => void,
+  ) {
     this.name = name;
     this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
     this.#done = this.#accept(handler, onCount);
@@ -45,10 +51,16 @@ export class Listener {
       conn.setNoDelay(true);
       const c = new BufConn(conn);
       const remote = conn.remoteAddr as Deno.NetAddr;
-      const info: ConnInfo = { remoteAddr: remote.hostname, remotePort: remote.port, localPort: this.addr.port };
+      const info: ConnInfo = {
+        remoteAddr: remote.hostname,
+        remotePort: remote.port,
+        localPort: this.addr.port,
+      };
       this.#open.add(c);
       onCount?.(this.#open.size);
-      handler(c, info).catch((e) => log.warn("connection failed", { listener: this.name, error: String(e) }))
+      handler(c, info).catch((e) =>
+        log.warn("connection failed", { listener: this.name, error: String(e) })
+      )
         .finally(() => {
           c.close();
           this.#open.delete(c);

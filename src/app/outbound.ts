@@ -45,7 +45,13 @@ export function startOutbound(o: OutboundOptions): { listener: Listener; h2: Htt
       case "closed":
         return;
       default:
-        await writeLocal(c, 400, "remora: the outbound listener expects HTTP (set HTTP_PROXY to it)", [], false)
+        await writeLocal(
+          c,
+          400,
+          "remora: the outbound listener expects HTTP (set HTTP_PROXY to it)",
+          [],
+          false,
+        )
           .catch(() => {});
     }
   }, (n) => o.metrics.downstreamConnections.set({ listener: "outbound" }, n));

@@ -56,7 +56,9 @@ export function parseFlags(args: readonly string[], specs: FlagSpecs): Parsed {
     const eq = arg.indexOf("=");
     const name = arg.slice(arg.startsWith("--") ? 2 : 1, eq === -1 ? undefined : eq);
     const spec = specs[name];
-    if (spec === undefined) throw new UsageError(`Unknown flag: ${arg.slice(0, eq === -1 ? undefined : eq)}`);
+    if (spec === undefined) {
+      throw new UsageError(`Unknown flag: ${arg.slice(0, eq === -1 ? undefined : eq)}`);
+    }
     let raw: string;
     if (eq !== -1) raw = arg.slice(eq + 1);
     else if (spec.kind === "bool") raw = "true";
@@ -81,18 +83,24 @@ function convert(name: string, spec: FlagSpec, raw: string, prev: FlagValue): Fl
       throw new UsageError(`Flag --${name} takes true or false, got "${raw}"`);
     case "port": {
       const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
-      if (!(n >= 0 && n <= 65535)) throw new UsageError(`Flag --${name} takes a port 0..65535, got "${raw}"`);
+      if (!(n >= 0 && n <= 65535)) {
+        throw new UsageError(`Flag --${name} takes a port 0..65535, got "${raw}"`);
+      }
       return n;
     }
     case "int": {
       const n = /^-?\d+$/.test(raw) ? Number(raw) : NaN;
-      if (!Number.isSafeInteger(n)) throw new UsageError(`Flag --${name} takes an integer, got "${raw}"`);
+      if (!Number.isSafeInteger(n)) {
+        throw new UsageError(`Flag --${name} takes an integer, got "${raw}"`);
+      }
       return n;
     }
     case "duration": {
       const ms = parseDurationMs(raw);
       if (ms === undefined) {
-        throw new UsageError(`Flag --${name} takes a duration such as 500ms, 2s or 1m, got "${raw}"`);
+        throw new UsageError(
+          `Flag --${name} takes a duration such as 500ms, 2s or 1m, got "${raw}"`,
+        );
       }
       return ms;
     }
@@ -118,7 +126,9 @@ export function helpText(usage: string, summary: string, specs: FlagSpecs): stri
   const lines = [`Usage: ${usage}`, "", summary, ""];
   if (Object.keys(specs).length > 0) lines.push("Flags:");
   for (const [name, spec] of Object.entries(specs)) {
-    const left = `  --${name}${spec.kind === "bool" ? "" : ` ${spec.arg ?? spec.kind.toUpperCase()}`}`;
+    const left = `  --${name}${
+      spec.kind === "bool" ? "" : ` ${spec.arg ?? spec.kind.toUpperCase()}`
+    }`;
     const def = spec.default === undefined || spec.default === false
       ? ""
       : ` (default ${Array.isArray(spec.default) ? spec.default.join(",") : String(spec.default)})`;

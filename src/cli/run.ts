@@ -18,24 +18,73 @@ import { Metrics } from "../telemetry/metrics.ts";
 import { type FlagSpecs, helpText, parseFlags, UsageError } from "./flags.ts";
 
 export const RUN_FLAGS: FlagSpecs = {
-  config: { kind: "string", arg: "FILE", help: "Istio YAML config file, reloaded when it changes (default: embedded pass-through config)" },
-  "outbound-port": { kind: "port", default: 15001, help: "Outbound listener port (explicit HTTP proxy for the app)" },
-  "outbound-address": { kind: "string", arg: "ADDR", default: "127.0.0.1", help: "Outbound listener address" },
+  config: {
+    kind: "string",
+    arg: "FILE",
+    help:
+      "Istio YAML config file, reloaded when it changes (default: embedded pass-through config)",
+  },
+  "outbound-port": {
+    kind: "port",
+    default: 15001,
+    help: "Outbound listener port (explicit HTTP proxy for the app)",
+  },
+  "outbound-address": {
+    kind: "string",
+    arg: "ADDR",
+    default: "127.0.0.1",
+    help: "Outbound listener address",
+  },
   "inbound-port": { kind: "port", default: 15006, help: "Inbound listener port" },
-  "inbound-address": { kind: "string", arg: "ADDR", default: "0.0.0.0", help: "Inbound listener address" },
-  "app-port": { kind: "port", arg: "PORT", help: "The app's port on 127.0.0.1, where inbound traffic goes" },
+  "inbound-address": {
+    kind: "string",
+    arg: "ADDR",
+    default: "0.0.0.0",
+    help: "Inbound listener address",
+  },
+  "app-port": {
+    kind: "port",
+    arg: "PORT",
+    help: "The app's port on 127.0.0.1, where inbound traffic goes",
+  },
   "admin-port": { kind: "port", default: 15000, help: "Admin port, on 127.0.0.1 only" },
   "stats-port": { kind: "port", default: 15020, help: "Prometheus port (/stats/prometheus)" },
   "health-port": { kind: "port", default: 15021, help: "Health port (/healthz/ready)" },
-  namespace: { kind: "string", arg: "NS", default: "default", help: "The workload's namespace, for metrics" },
-  workload: { kind: "string", arg: "NAME", default: "unknown", help: "The workload's name, for metrics" },
-  "connect-timeout": { kind: "duration", arg: "DURATION", default: 10_000, help: "Upstream connect timeout (e.g. 10s)" },
-  "drain-time": { kind: "duration", arg: "DURATION", default: 5_000, help: "How long to let open connections finish on shutdown" },
-  "log-level": { kind: "string", arg: "LEVEL", default: "info", help: "debug, info, warn, error or off" },
+  namespace: {
+    kind: "string",
+    arg: "NS",
+    default: "default",
+    help: "The workload's namespace, for metrics",
+  },
+  workload: {
+    kind: "string",
+    arg: "NAME",
+    default: "unknown",
+    help: "The workload's name, for metrics",
+  },
+  "connect-timeout": {
+    kind: "duration",
+    arg: "DURATION",
+    default: 10_000,
+    help: "Upstream connect timeout (e.g. 10s)",
+  },
+  "drain-time": {
+    kind: "duration",
+    arg: "DURATION",
+    default: 5_000,
+    help: "How long to let open connections finish on shutdown",
+  },
+  "log-level": {
+    kind: "string",
+    arg: "LEVEL",
+    default: "info",
+    help: "debug, info, warn, error or off",
+  },
 };
 
 const USAGE = "remora run [flags]";
-const SUMMARY = "Runs the sidecar: outbound and inbound listeners, admin, stats and health servers.";
+const SUMMARY =
+  "Runs the sidecar: outbound and inbound listeners, admin, stats and health servers.";
 
 export async function runCommand(args: string[]): Promise<number> {
   const { flags, positionals, help } = parseFlags(args, RUN_FLAGS);
@@ -45,7 +94,9 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   if (positionals.length > 0) throw new UsageError(`Unexpected argument: ${positionals[0]}`);
   const level = flags["log-level"] as string;
-  if (!isLevel(level)) throw new UsageError(`Flag --log-level takes debug, info, warn, error or off, got "${level}"`);
+  if (!isLevel(level)) {
+    throw new UsageError(`Flag --log-level takes debug, info, warn, error or off, got "${level}"`);
+  }
   setLevel(level);
 
   const configPath = flags["config"] as string | undefined;
@@ -104,7 +155,7 @@ export async function runCommand(args: string[]): Promise<number> {
       self,
     });
     for (const l of [outbound.listener, inbound.listener]) ownPorts.add(l.addr.port);
-    admin = await startAdmin({
+    admin = startAdmin({
       adminPort: ports.admin,
       statsPort: ports.stats,
       healthPort: ports.health,
@@ -133,6 +184,7 @@ export async function runCommand(args: string[]): Promise<number> {
   let watcher: ConfigWatcher | undefined;
   if (configPath !== undefined) {
     watcher = new ConfigWatcher(configPath, {
+      currentVersion: config.version,
       onConfig(c) {
         setActive(c);
         reloadErrors.length = 0;
@@ -159,7 +211,10 @@ export async function runCommand(args: string[]): Promise<number> {
 
   const stop = Promise.withResolvers<string>();
   const onSignal = (name: string) => () => stop.resolve(name);
-  const handlers: Array<[Deno.Signal, () => void]> = [["SIGTERM", onSignal("SIGTERM")], ["SIGINT", onSignal("SIGINT")]];
+  const handlers: Array<[Deno.Signal, () => void]> = [["SIGTERM", onSignal("SIGTERM")], [
+    "SIGINT",
+    onSignal("SIGINT"),
+  ]];
   for (const [sig, h] of handlers) Deno.addSignalListener(sig, h);
   const signal = await stop.promise;
   log.info("shutting down", { signal });

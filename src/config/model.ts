@@ -37,7 +37,15 @@ interface ResourceBase<K extends Kind, S> {
 
 // ---------------------------------------------------------------- ServiceEntry
 
-export type PortProtocol = "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS" | "TCP" | "MONGO" | "UNKNOWN";
+export type PortProtocol =
+  | "HTTP"
+  | "HTTP2"
+  | "GRPC"
+  | "HTTPS"
+  | "TLS"
+  | "TCP"
+  | "MONGO"
+  | "UNKNOWN";
 
 export interface ServicePort {
   number: number;
@@ -188,7 +196,9 @@ export type SimpleLB = "ROUND_ROBIN" | "LEAST_REQUEST" | "RANDOM" | "PASSTHROUGH
 export interface TrafficPolicy {
   loadBalancer?: { simple: SimpleLB };
   tls?: { mode: "DISABLE" | "SIMPLE" | "MUTUAL" | "ISTIO_MUTUAL"; sni?: string };
-  portLevelSettings?: Array<{ port: { number: number } } & Omit<TrafficPolicy, "portLevelSettings">>;
+  portLevelSettings?: Array<
+    { port: { number: number } } & Omit<TrafficPolicy, "portLevelSettings">
+  >;
 }
 
 export interface Subset {

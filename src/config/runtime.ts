@@ -75,6 +75,11 @@ export interface HttpRoute {
   clusters: WeightedCluster[];
   cumulative: number[];
   totalWeight: number;
+  /**
+   * `prefix` is set only when every match block of the route has the same uri
+   * prefix matcher: then `uri` replaces that prefix of the path. Without
+   * `prefix`, `uri` replaces the whole path.
+   */
   rewrite: { uri?: string; authority?: string; prefix?: string } | undefined;
   timeoutMs: number | undefined;
   retry: RetryPolicy | undefined;
@@ -125,6 +130,10 @@ export interface Cluster {
   serviceHost: string;
   serviceName: string;
   namespace: string;
+  /**
+   * Service port. 0 only on passthrough clusters of hosts without a registry
+   * entry whose route names no port: connect to the request's own port.
+   */
   port: number;
   subset: string;
   protocol: PortProtocol;

@@ -50,7 +50,10 @@ async function relayLength(src: BufConn, dst: BufConn, length: number): Promise<
   let remaining = length;
   while (remaining > 0) {
     if (src.buffered === 0 && !(await src.fill())) {
-      throw new SideError("src", `Connection closed with ${remaining} of ${length} body bytes missing`);
+      throw new SideError(
+        "src",
+        `Connection closed with ${remaining} of ${length} body bytes missing`,
+      );
     }
     const n = Math.min(src.buffered, remaining);
     await write(dst, src.buf.subarray(src.start, src.start + n));
@@ -224,7 +227,10 @@ export async function preloadBody(
   if (framing.kind !== "length" || framing.length > limit) return undefined;
   while (src.buffered < framing.length) {
     if (!(await src.fill())) {
-      throw new SideError("src", `Connection closed with ${framing.length - src.buffered} body bytes missing`);
+      throw new SideError(
+        "src",
+        `Connection closed with ${framing.length - src.buffered} body bytes missing`,
+      );
     }
   }
   const body = src.buf.slice(src.start, src.start + framing.length);

@@ -175,7 +175,9 @@ function semantics(headers: HeaderList): Semantics {
           const v = part.trim();
           if (!/^\d{1,15}$/.test(v)) throw new HttpParseError(`Invalid Content-Length: "${value}"`);
           const n = Number(v);
-          if (length !== -1 && length !== n) throw new HttpParseError("Conflicting Content-Length headers");
+          if (length !== -1 && length !== n) {
+            throw new HttpParseError("Conflicting Content-Length headers");
+          }
           length = n;
         }
         break;
@@ -261,7 +263,9 @@ export function parseResponseHead(
   const lines = splitLines(decodeLatin1(buf, start, end));
   const statusLine = lines[0] ?? "";
   const m = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(statusLine);
-  if (m === null) throw new HttpParseError(`Malformed status line: "${statusLine.slice(0, 40)}"`, 502);
+  if (m === null) {
+    throw new HttpParseError(`Malformed status line: "${statusLine.slice(0, 40)}"`, 502);
+  }
   const minor = Number(m[1]);
   const status = Number(m[2]);
   let headers: HeaderList;

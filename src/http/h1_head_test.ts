@@ -41,14 +41,23 @@ Deno.test("request head: method, target, headers, keep-alive and framing", () =>
   assert.equal(req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keepAlive, true);
   assert.equal(req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keepAlive, false);
   assert.deepEqual(req("GET / HTTP/1.1\r\n\r\n").framing, { kind: "none" });
-  assert.deepEqual(req("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").framing, { kind: "chunked" });
-  assert.equal(req("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n").upgrade, "websocket");
+  assert.deepEqual(req("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").framing, {
+    kind: "chunked",
+  });
+  assert.equal(
+    req("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n").upgrade,
+    "websocket",
+  );
   assert.equal(req("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").upgrade, undefined);
 });
 
 Deno.test("request head: ambiguous framing and malformed heads are refused", () => {
   const cases: Array<[string, number, RegExp]> = [
-    ["POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400, /Both Content-Length/],
+    [
+      "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+      400,
+      /Both Content-Length/,
+    ],
     ["POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400, /Conflicting/],
     ["POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, /Invalid Content-Length/],
     ["POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501, /Unsupported Transfer-Encoding/],
@@ -70,7 +79,10 @@ Deno.test("request head: ambiguous framing and malformed heads are refused", () 
 });
 
 Deno.test("same Content-Length repeated is accepted", () => {
-  assert.deepEqual(req("POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n").framing, { kind: "length", length: 3 });
+  assert.deepEqual(req("POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n").framing, {
+    kind: "length",
+    length: 3,
+  });
 });
 
 Deno.test("response head: bodiless statuses and methods, close-delimited bodies", () => {
@@ -82,7 +94,9 @@ Deno.test("response head: bodiless statuses and methods, close-delimited bodies"
   assert.equal(ok.status, 200);
   assert.equal(ok.reason, "OK");
   assert.deepEqual(ok.framing, { kind: "length", length: 3 });
-  assert.deepEqual(parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", "HEAD").framing, { kind: "none" });
+  assert.deepEqual(parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", "HEAD").framing, {
+    kind: "none",
+  });
   assert.deepEqual(parse("HTTP/1.1 204 No Content\r\n\r\n").framing, { kind: "none" });
   assert.deepEqual(parse("HTTP/1.1 304 Not Modified\r\n\r\n").framing, { kind: "none" });
   const close = parse("HTTP/1.1 200 OK\r\n\r\n");
@@ -104,7 +118,10 @@ Deno.test("hop-by-hop headers and those named by Connection are dropped", () => 
     ["x-kept", "yes"],
   ]);
   assert.deepEqual(out, [["x-kept", "yes"]]);
-  assert.deepEqual(endToEndHeaders([["upgrade", "websocket"], ["connection", "upgrade"]], "upgrade"), [["upgrade", "websocket"]]);
+  assert.deepEqual(
+    endToEndHeaders([["upgrade", "websocket"], ["connection", "upgrade"]], "upgrade"),
+    [["upgrade", "websocket"]],
+  );
 });
 
 Deno.test("latin1 round trip keeps every byte", () => {

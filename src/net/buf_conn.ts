@@ -19,6 +19,7 @@ export class BufConn {
   end = 0;
   #pending: Promise<number | null> | undefined;
   #closed = false;
+  #idle = false;
   /** Set when the peer closed its sending side (read returned EOF). */
   eof = false;
   readonly #whenClosed = Promise.withResolvers<void>();
@@ -89,10 +90,12 @@ export class BufConn {
   watchIdle(onClose: () => void): void {
     if (this.#pending !== undefined || this.eof) return;
     this.start = this.end = 0;
+    this.#idle = true;
     const p = this.#read(0);
     this.#pending = p;
     p.then((n) => {
-      if (this.#pending === p && !this.#closed) {
+      if (this.#idle && !this.#closed) {
+        this.#idle = false;
         // Still idle: EOF, error or stray bytes all make it unusable.
         if (n !== null) this.end += n;
         else this.eof = true;
@@ -101,9 +104,14 @@ export class BufConn {
     });
   }
 
-  /** True while an idle watch read is pending (the connection is healthy). */
-  get idleHealthy(): boolean {
-    return this.#pending !== undefined && !this.eof && !this.#closed;
+  /**
+   * Takes the connection out of idle; true when it is still healthy (its
+   * watch read is pending, so the peer has neither closed nor sent bytes).
+   */
+  claim(): boolean {
+    const healthy = this.#idle && this.#pending !== undefined && !this.eof && !this.#closed;
+    this.#idle = false;
+    return healthy;
   }
 
   consume(n: number): void {

@@ -12,7 +12,7 @@
  * response byte has been sent; after that the client connection is closed.
  */
 
-import { relayBody, preloadBody, SideError } from "../http/h1_body.ts";
+import { preloadBody, relayBody, SideError } from "../http/h1_body.ts";
 import {
   endToEndHeaders,
   findHeadEnd,
@@ -29,8 +29,16 @@ import {
 import { reasonPhrase } from "../http/status.ts";
 import { log } from "../log.ts";
 import type { BufConn } from "../net/buf_conn.ts";
-import { type Observer, observe } from "./observe.ts";
-import { applyHeaderOps, backoffMs, type Failure, newRequestId, retriesFailure, retriesStatus, sleep } from "./policy.ts";
+import { observe, type Observer } from "./observe.ts";
+import {
+  applyHeaderOps,
+  backoffMs,
+  type Failure,
+  newRequestId,
+  retriesFailure,
+  retriesStatus,
+  sleep,
+} from "./policy.ts";
 import { ConnectError, type ConnPool } from "./pool.ts";
 import { type RequestView, splitAuthority } from "./route_match.ts";
 import type { Forward, HttpRouter, LocalReply, Upstream } from "./target.ts";
@@ -54,7 +62,11 @@ export interface Http1Options extends Observer {
 const REPLAY_LIMIT = 64 * 1024;
 
 /** Serves HTTP/1.x requests on `client` until it closes or must be closed. */
-export async function serveHttp1(client: BufConn, info: ConnInfo, opts: Http1Options): Promise<void> {
+export async function serveHttp1(
+  client: BufConn,
+  info: ConnInfo,
+  opts: Http1Options,
+): Promise<void> {
   try {
     for (;;) {
       let headEnd = -1;
@@ -74,7 +86,9 @@ export async function serveHttp1(client: BufConn, info: ConnInfo, opts: Http1Opt
         head = parseRequestHead(client.buf, client.start, headEnd);
       } catch (e) {
         if (!(e instanceof HttpParseError)) throw e;
-        await writeLocal(client, e.status, `remora: bad request: ${e.message}`, [], false).catch(() => {});
+        await writeLocal(client, e.status, `remora: bad request: ${e.message}`, [], false).catch(
+          () => {},
+        );
         return;
       }
       client.consume(headEnd - client.start);
@@ -125,7 +139,12 @@ class Exchange {
     const head = this.#head;
     const view = this.#view();
     if (view === undefined) {
-      await this.#local(400, "remora: request target or Host header is missing or malformed", "", false);
+      await this.#local(
+        400,
+        "remora: request target or Host header is missing or malformed",
+        "",
+        false,
+      );
       return false;
     }
     const decision = this.#opts.router.route(view);
@@ -137,7 +156,12 @@ class Exchange {
     }
     if (head.method === "CONNECT") {
       if (!this.#opts.explicitProxy) {
-        await this.#local(405, "remora: CONNECT is only served by the outbound listener", "", false);
+        await this.#local(
+          405,
+          "remora: CONNECT is only served by the outbound listener",
+          "",
+          false,
+        );
         return false;
       }
       await this.#connect(decision);
@@ -198,10 +222,18 @@ class Exchange {
 
     const upgrade = head.upgrade !== undefined;
     const headers = endToEndHeaders(head.headers, upgrade ? "upgrade" : undefined);
-    setHeader(headers, "host", fwd.authority ?? (view.port === 80 ? view.host : `${view.host}:${view.port}`));
-    if (getHeader(headers, "x-request-id") === undefined) headers.push(["x-request-id", newRequestId()]);
+    setHeader(
+      headers,
+      "host",
+      fwd.authority ?? (view.port === 80 ? view.host : `${view.host}:${view.port}`),
+    );
+    if (getHeader(headers, "x-request-id") === undefined) {
+      headers.push(["x-request-id", newRequestId()]);
+    }
     appendForwardedFor(headers, this.#info.remoteAddr);
-    if (getHeader(headers, "x-forwarded-proto") === undefined) headers.push(["x-forwarded-proto", view.scheme]);
+    if (getHeader(headers, "x-forwarded-proto") === undefined) {
+      headers.push(["x-forwarded-proto", view.scheme]);
+    }
     applyHeaderOps(headers, route?.requestHeaders);
     applyHeaderOps(headers, fwd.destination.requestHeaders);
     if (head.framing.kind === "chunked") headers.push(["transfer-encoding", "chunked"]);
@@ -214,7 +246,9 @@ class Exchange {
     const maxAttempts = body !== undefined && retry !== undefined ? 1 + retry.attempts : 1;
 
     const routeTimeout = route?.timeoutMs;
-    const deadline = routeTimeout !== undefined && routeTimeout > 0 ? this.#start + routeTimeout : Infinity;
+    const deadline = routeTimeout !== undefined && routeTimeout > 0
+      ? this.#start + routeTimeout
+      : Infinity;
     let previous: Upstream | undefined;
     let result: AttemptResult | undefined;
     let attempts = 1;
@@ -243,7 +277,9 @@ class Exchange {
         fwd.end(up);
       }
       if ("failure" in result) {
-        if (n < maxAttempts && retry !== undefined && retriesFailure(retry, result.failure)) continue;
+        if (n < maxAttempts && retry !== undefined && retriesFailure(retry, result.failure)) {
+          continue;
+        }
         break;
       }
       if (n < maxAttempts && retry !== undefined && retriesStatus(retry, result.head.status)) {
@@ -274,7 +310,11 @@ class Exchange {
       ({ conn, reused } = await this.#opts.pool.acquire(up.host, up.port));
     } catch (e) {
       const timedOut = e instanceof ConnectError && e.timedOut;
-      return { failure: "connect-failure", detail: (e as Error).message, status: timedOut ? 504 : 503 };
+      return {
+        failure: "connect-failure",
+        detail: (e as Error).message,
+        status: timedOut ? 504 : 503,
+      };
     }
     let timedOut = false;
     const timer = Number.isFinite(perTryMs)
@@ -307,7 +347,13 @@ class Exchange {
     requestHead: Uint8Array,
     body: Uint8Array | undefined,
   ): Promise<AttemptResult> {
-    const attempt: Attempt = { conn, up, head: undefined as unknown as ResponseHead, body: undefined, bodyDone: true };
+    const attempt: Attempt = {
+      conn,
+      up,
+      head: undefined as unknown as ResponseHead,
+      body: undefined,
+      bodyDone: true,
+    };
     try {
       if (body !== undefined && body.length > 0 && body.length + requestHead.length <= 16384) {
         const both = new Uint8Array(requestHead.length + body.length);
@@ -320,7 +366,10 @@ class Exchange {
       }
     } catch (e) {
       conn.close();
-      return { failure: "reset", detail: `upstream reset while sending the request: ${(e as Error).message}` };
+      return {
+        failure: "reset",
+        detail: `upstream reset while sending the request: ${(e as Error).message}`,
+      };
     }
     if (body === undefined) {
       attempt.bodyDone = false;
@@ -346,12 +395,19 @@ class Exchange {
           if (end !== -1) break;
           if (conn.buffered > MAX_HEAD_BYTES) {
             conn.close();
-            return { failure: "reset", detail: "upstream response head larger than 64 KiB", status: 502 };
+            return {
+              failure: "reset",
+              detail: "upstream response head larger than 64 KiB",
+              status: 502,
+            };
           }
         }
         if (!(await conn.fill())) {
           conn.close();
-          return { failure: "reset", detail: "upstream connection closed before the response head" };
+          return {
+            failure: "reset",
+            detail: "upstream connection closed before the response head",
+          };
         }
       }
       let head: ResponseHead;
@@ -365,7 +421,10 @@ class Exchange {
       conn.consume(end - conn.start);
       if (head.status >= 100 && head.status < 200 && head.status !== 101) {
         // 100 Continue and other interim responses go to the client as they come.
-        const interim = serializeHead(`HTTP/1.1 ${head.status} ${head.reason || reasonPhrase(head.status)}`, endToEndHeaders(head.headers));
+        const interim = serializeHead(
+          `HTTP/1.1 ${head.status} ${head.reason || reasonPhrase(head.status)}`,
+          endToEndHeaders(head.headers),
+        );
         try {
           await this.#client.writeAll(interim);
         } catch {
@@ -394,11 +453,29 @@ class Exchange {
     else if (req.minor === 0) headers.push(["connection", "keep-alive"]);
     const grpc = getHeader(res.headers, "grpc-status");
     if (grpc !== undefined) this.#grpcStatus = grpc;
-    const out = serializeHead(`HTTP/1.1 ${res.status} ${res.reason || reasonPhrase(res.status)}`, headers);
+    const out = serializeHead(
+      `HTTP/1.1 ${res.status} ${res.reason || reasonPhrase(res.status)}`,
+      headers,
+    );
     this.#responded = true;
     try {
-      await this.#client.writeAll(out);
-      this.#responseBytes += out.length;
+      // The head and the body bytes already read usually go out in one write.
+      let framing = res.framing;
+      const first = framing.kind === "length" ? Math.min(a.conn.buffered, framing.length) : 0;
+      if (first > 0 && framing.kind === "length") {
+        const both = new Uint8Array(out.length + first);
+        both.set(out);
+        both.set(a.conn.buf.subarray(a.conn.start, a.conn.start + first), out.length);
+        a.conn.consume(first);
+        framing = first === framing.length
+          ? { kind: "none" }
+          : { kind: "length", length: framing.length - first };
+        await writeOrSideError(this.#client, both);
+        this.#responseBytes += both.length;
+      } else {
+        await writeOrSideError(this.#client, out);
+        this.#responseBytes += out.length;
+      }
       if (upgraded) {
         const counts = await relay(this.#client, a.conn);
         this.#requestBytes += counts.aToB;
@@ -406,7 +483,7 @@ class Exchange {
         this.#record(fwd.labels, a.up);
         return false;
       }
-      this.#responseBytes += await relayBody(a.conn, this.#client, res.framing);
+      this.#responseBytes += await relayBody(a.conn, this.#client, framing);
     } catch (e) {
       a.conn.close();
       this.#flags.push(e instanceof SideError && e.side === "dst" ? "DC" : "UC");
@@ -428,7 +505,10 @@ class Exchange {
     return keep;
   }
 
-  async #fail(fwd: Forward, r: { failure: Failure; detail: string; status?: number } | undefined): Promise<boolean> {
+  async #fail(
+    fwd: Forward,
+    r: { failure: Failure; detail: string; status?: number } | undefined,
+  ): Promise<boolean> {
     let status = r?.status ?? 503;
     let body: string;
     switch (r?.failure) {
@@ -445,11 +525,16 @@ class Exchange {
         break;
       default:
         if (!this.#flags.includes("UPE")) this.#flags.push("UC");
-        body = `upstream connect error or disconnect/reset before headers. reset reason: connection termination, detail: ${
-          r?.detail ?? "unknown"
-        }`;
+        body =
+          `upstream connect error or disconnect/reset before headers. reset reason: connection termination, detail: ${
+            r?.detail ?? "unknown"
+          }`;
     }
-    log.debug("upstream request failed", { status, detail: r?.detail ?? "", cluster: fwd.labels.cluster });
+    log.debug("upstream request failed", {
+      status,
+      detail: r?.detail ?? "",
+      cluster: fwd.labels.cluster,
+    });
     // The request body may be half sent: the client connection cannot be reused.
     const keep = this.#head.keepAlive && this.#head.framing.kind === "none";
     await this.#local(status, body, "", keep).catch(() => {});
@@ -467,7 +552,12 @@ class Exchange {
     try {
       ({ conn } = await this.#opts.pool.acquire(up.host, up.port));
     } catch (e) {
-      await this.#local(503, `remora: CONNECT to ${up.host}:${up.port} failed: ${(e as Error).message}`, "UF", false);
+      await this.#local(
+        503,
+        `remora: CONNECT to ${up.host}:${up.port} failed: ${(e as Error).message}`,
+        "UF",
+        false,
+      );
       return;
     }
     this.#status = 200;
@@ -485,7 +575,13 @@ class Exchange {
     await this.#local(d.status, d.body, "", keep, headers);
   }
 
-  async #local(status: number, body: string, flag: string, keep: boolean, extra: HeaderList = []): Promise<void> {
+  async #local(
+    status: number,
+    body: string,
+    flag: string,
+    keep: boolean,
+    extra: HeaderList = [],
+  ): Promise<void> {
     if (flag !== "") this.#flags.push(flag);
     this.#status = status;
     if (this.#responded) return;
@@ -517,7 +613,9 @@ function setHeader(headers: HeaderList, name: string, value: string): void {
   for (let i = 0; i < headers.length; i++) {
     if (headers[i]![0] === name) {
       headers[i] = [name, value];
-      for (let j = headers.length - 1; j > i; j--) if (headers[j]![0] === name) headers.splice(j, 1);
+      for (let j = headers.length - 1; j > i; j--) {
+        if (headers[j]![0] === name) headers.splice(j, 1);
+      }
       return;
     }
   }
@@ -533,6 +631,14 @@ function appendForwardedFor(headers: HeaderList, addr: string): void {
     }
   }
   headers.push(["x-forwarded-for", ip]);
+}
+
+async function writeOrSideError(c: BufConn, data: Uint8Array): Promise<void> {
+  try {
+    await c.writeAll(data);
+  } catch (e) {
+    throw new SideError("dst", `Write to the client failed: ${(e as Error).message}`);
+  }
 }
 
 const encoder = new TextEncoder();

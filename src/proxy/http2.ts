@@ -18,7 +18,7 @@ import type { HeaderList } from "../http/h1_head.ts";
 import { log } from "../log.ts";
 import type { BufConn } from "../net/buf_conn.ts";
 import type { ConnInfo } from "./http1.ts";
-import { type Observer, observe } from "./observe.ts";
+import { observe, type Observer } from "./observe.ts";
 import { applyHeaderOps, backoffMs, newRequestId, retriesStatus, sleep } from "./policy.ts";
 import { type RequestView, splitAuthority } from "./route_match.ts";
 import type { Forward, HttpRouter, Upstream } from "./target.ts";
@@ -64,7 +64,15 @@ export function duplexOf(c: BufConn): Duplex {
   return d;
 }
 
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "host"]);
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+  "te",
+  "host",
+]);
 
 /** Serves HTTP/2 streams of one downstream connection. */
 export class Http2Engine {
@@ -132,7 +140,12 @@ export class Http2Engine {
     let requestBytes = 0;
     let responseBytes = 0;
     stream.on("data", (c: Uint8Array) => requestBytes += c.length);
-    const finish = (labels: Forward["labels"], status: number, up: Upstream | undefined, grpcStatus: string) =>
+    const finish = (
+      labels: Forward["labels"],
+      status: number,
+      up: Upstream | undefined,
+      grpcStatus: string,
+    ) =>
       observe(this.#opts, {
         labels,
         endpoint: up?.endpoint,
@@ -183,7 +196,7 @@ export class Http2Engine {
     const list: HeaderList = [];
     for (const [k, v] of Object.entries(headers)) {
       if (k.startsWith(":") || HOP_BY_HOP.has(k) || v === undefined) continue;
-      if (Array.isArray(v)) for (const x of v) list.push([k, x]);
+      if (Array.isArray(v)) { for (const x of v) list.push([k, x]); }
       else list.push([k, String(v)]);
     }
     if (!list.some(([k]) => k === "x-request-id")) list.push(["x-request-id", newRequestId()]);
@@ -207,7 +220,8 @@ export class Http2Engine {
 
     const retry = route?.retry;
     // Only a request that ended with its headers can be replayed.
-    const replayable = stream.readableEnded || (stream as unknown as { endAfterHeaders: boolean }).endAfterHeaders;
+    const replayable = stream.readableEnded ||
+      (stream as unknown as { endAfterHeaders: boolean }).endAfterHeaders;
     const maxAttempts = replayable && retry !== undefined ? 1 + retry.attempts : 1;
     const timeoutMs = route?.timeoutMs;
     const deadline = timeoutMs !== undefined && timeoutMs > 0 ? start + timeoutMs : Infinity;
@@ -249,9 +263,11 @@ export class Http2Engine {
       respondLocal(
         stream,
         status,
-        outcome.kind === "timeout" ? "upstream request timeout" : `upstream connect error or disconnect/reset before headers. reset reason: ${
-          outcome.kind === "connect" ? "connection failure" : "connection termination"
-        }, detail: ${outcome.detail}`,
+        outcome.kind === "timeout"
+          ? "upstream request timeout"
+          : `upstream connect error or disconnect/reset before headers. reset reason: ${
+            outcome.kind === "connect" ? "connection failure" : "connection termination"
+          }, detail: ${outcome.detail}`,
       );
       finish(d.labels, status, up, "");
       return;
@@ -309,7 +325,8 @@ export class Http2Engine {
           settle({ kind: "done", status: 0, grpcStatus: "", flag: "UC" });
           return;
         }
-        const connect = e.code === "ECONNREFUSED" || e.code === "ENOTFOUND" || e.code === "EHOSTUNREACH" ||
+        const connect = e.code === "ECONNREFUSED" || e.code === "ENOTFOUND" ||
+          e.code === "EHOSTUNREACH" ||
           /connect|refused/i.test(e.message);
         settle({ kind: connect ? "connect" : "reset", detail: e.message });
       });
@@ -324,7 +341,7 @@ export class Http2Engine {
         const list: HeaderList = [];
         for (const [k, v] of Object.entries(h)) {
           if (k.startsWith(":") || HOP_BY_HOP.has(k) || v === undefined) continue;
-          if (Array.isArray(v)) for (const x of v) list.push([k, x]);
+          if (Array.isArray(v)) { for (const x of v) list.push([k, x]); }
           else list.push([k, String(v)]);
         }
         for (const ops of o.responseHeaders) applyHeaderOps(list, ops);
@@ -333,7 +350,8 @@ export class Http2Engine {
           const prev = rh[k];
           rh[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
         }
-        const endNow = ureq.readableEnded || (ureq as unknown as { endAfterHeaders: boolean }).endAfterHeaders;
+        const endNow = ureq.readableEnded ||
+          (ureq as unknown as { endAfterHeaders: boolean }).endAfterHeaders;
         const grpcInHeaders = h["grpc-status"] !== undefined ? String(h["grpc-status"]) : "";
         if (stream.destroyed) {
           ureq.close(http2.constants.NGHTTP2_CANCEL);
@@ -349,7 +367,9 @@ export class Http2Engine {
         stream.on("wantTrailers", () => {
           const t: http2.OutgoingHttpHeaders = {};
           if (trailers !== undefined) {
-            for (const [k, v] of Object.entries(trailers)) if (!k.startsWith(":") && v !== undefined) t[k] = v;
+            for (const [k, v] of Object.entries(trailers)) {
+              if (!k.startsWith(":") && v !== undefined) t[k] = v;
+            }
           }
           if (Object.keys(t).length > 0) stream.sendTrailers(t);
           else stream.close();
@@ -381,7 +401,10 @@ function respondLocal(
     if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
     return;
   }
-  const h: http2.OutgoingHttpHeaders = { ":status": status, "content-type": "text/plain; charset=utf-8" };
+  const h: http2.OutgoingHttpHeaders = {
+    ":status": status,
+    "content-type": "text/plain; charset=utf-8",
+  };
   for (const [k, v] of extra) h[k] = v;
   stream.respond(h);
   stream.end(body === "" ? "" : body + "\n");

@@ -8,7 +8,14 @@
 
 import type { RuntimeConfig } from "../config/runtime.ts";
 import { findVirtualHost, type RequestView } from "./route_match.ts";
-import { type Forward, type HttpRouter, localReply, type RouteDecision, UNKNOWN_DESTINATION, type Upstream } from "./target.ts";
+import {
+  type Forward,
+  type HttpRouter,
+  localReply,
+  type RouteDecision,
+  UNKNOWN_DESTINATION,
+  type Upstream,
+} from "./target.ts";
 
 export interface InboundRouterOptions {
   getConfig(): RuntimeConfig;
@@ -27,7 +34,11 @@ export class InboundRouter implements HttpRouter {
   route(req: RequestView): RouteDecision {
     const port = this.#opts.appPort;
     if (port === undefined) {
-      return localReply(503, "remora: no app port is configured for inbound traffic (--app-port)", "NR");
+      return localReply(
+        503,
+        "remora: no app port is configured for inbound traffic (--app-port)",
+        "NR",
+      );
     }
     const vhost = findVirtualHost(this.#opts.getConfig(), req.host, req.port);
     const labels = vhost === undefined ? UNKNOWN_DESTINATION : {

@@ -57,7 +57,11 @@ export class OutboundRouter implements HttpRouter {
 
   route(req: RequestView): RouteDecision {
     if (this.#opts.ownPorts.has(req.port) && LOOPBACK.test(req.host)) {
-      return localReply(403, "remora: its own admin and listener ports are not reachable through the proxy", "");
+      return localReply(
+        403,
+        "remora: its own admin and listener ports are not reachable through the proxy",
+        "",
+      );
     }
     const cfg = this.#opts.getConfig();
     const vhost = findVirtualHost(cfg, req.host, req.port);
@@ -75,10 +79,18 @@ export class OutboundRouter implements HttpRouter {
     const labels = vhostLabels(vhost);
     const route = matchRoute(vhost, req);
     if (route === undefined) {
-      return localReply(404, `remora: no route matched ${req.method} ${pathOnly(req.path)} on ${vhost.serviceHost}`, "NR", labels);
+      return localReply(
+        404,
+        `remora: no route matched ${req.method} ${pathOnly(req.path)} on ${vhost.serviceHost}`,
+        "NR",
+        labels,
+      );
     }
     if (route.directResponse !== undefined) {
-      return { ...localReply(route.directResponse.status, route.directResponse.body, "", labels), route };
+      return {
+        ...localReply(route.directResponse.status, route.directResponse.body, "", labels),
+        route,
+      };
     }
     if (route.redirect !== undefined) {
       const r = route.redirect;
@@ -105,11 +117,21 @@ function hostHeader(req: RequestView): string {
 }
 
 function vhostLabels(v: VirtualHost): DestinationLabels {
-  return { service: v.serviceHost, serviceName: v.serviceName, serviceNamespace: v.namespace, cluster: "unknown" };
+  return {
+    service: v.serviceHost,
+    serviceName: v.serviceName,
+    serviceNamespace: v.namespace,
+    cluster: "unknown",
+  };
 }
 
 function clusterLabels(c: Cluster): DestinationLabels {
-  return { service: c.serviceHost, serviceName: c.serviceName, serviceNamespace: c.namespace, cluster: c.name };
+  return {
+    service: c.serviceHost,
+    serviceName: c.serviceName,
+    serviceNamespace: c.namespace,
+    cluster: c.name,
+  };
 }
 
 /** Applies a route's rewrite to the path. */
@@ -151,8 +173,23 @@ function forwardTo(
   const path = rewritePath(route, req.path);
   const labels = clusterLabels(cluster);
   if (cluster.passthrough) {
-    const up: Upstream = { host: cluster.serviceHost, port: cluster.port || req.port, endpoint: undefined };
-    return { kind: "forward", route, cluster, authority, path, labels, destination, next: () => up, begin() {}, end() {} };
+    const up: Upstream = {
+      host: cluster.serviceHost,
+      port: cluster.port || req.port,
+      endpoint: undefined,
+    };
+    return {
+      kind: "forward",
+      route,
+      cluster,
+      authority,
+      path,
+      labels,
+      destination,
+      next: () => up,
+      begin() {},
+      end() {},
+    };
   }
   const balancer = balancerFor(cluster);
   return {

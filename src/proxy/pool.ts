@@ -36,7 +36,7 @@ export class ConnPool {
     const list = this.#idle.get(key);
     while (list !== undefined && list.length > 0) {
       const c = list.pop()!;
-      if (c.idleHealthy) return { conn: c, reused: true };
+      if (c.claim()) return { conn: c, reused: true };
       c.close();
     }
     return { conn: await connect(host, port, this.#opts.connectTimeoutMs), reused: false };
@@ -78,7 +78,10 @@ export async function connect(host: string, port: number, timeoutMs: number): Pr
       attempt,
       new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () => reject(new ConnectError(`Connect to ${host}:${port} timed out after ${timeoutMs}ms`, true)),
+          () =>
+            reject(
+              new ConnectError(`Connect to ${host}:${port} timed out after ${timeoutMs}ms`, true),
+            ),
           timeoutMs,
         );
       }),

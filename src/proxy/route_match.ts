@@ -31,7 +31,10 @@ export interface RequestView {
 }
 
 /** Splits "host:port" or "[v6]:port" into a lower-case host and a port. */
-export function splitAuthority(authority: string, defaultPort: number): { host: string; port: number } | undefined {
+export function splitAuthority(
+  authority: string,
+  defaultPort: number,
+): { host: string; port: number } | undefined {
   let host = authority;
   let port = defaultPort;
   if (authority.startsWith("[")) {
@@ -55,7 +58,11 @@ export function splitAuthority(authority: string, defaultPort: number): { host: 
 }
 
 /** Finds the virtual host serving host:port, by name, wildcard, then address. */
-export function findVirtualHost(cfg: RuntimeConfig, host: string, port: number): VirtualHost | undefined {
+export function findVirtualHost(
+  cfg: RuntimeConfig,
+  host: string,
+  port: number,
+): VirtualHost | undefined {
   const key = host + ":" + port;
   const byName = cfg.hosts.get(key) ?? cfg.hosts.get(host);
   if (byName !== undefined) return byName;
@@ -97,7 +104,10 @@ function matches(m: RouteMatch, req: RequestView): boolean {
   }
   if (m.method !== undefined && !test(m.method, req.method)) return false;
   if (m.scheme !== undefined && !test(m.scheme, req.scheme)) return false;
-  if (m.authority !== undefined && !test(m.authority, req.port === 80 ? req.host : `${req.host}:${req.port}`)) {
+  if (
+    m.authority !== undefined &&
+    !test(m.authority, req.port === 80 ? req.host : `${req.host}:${req.port}`)
+  ) {
     return false;
   }
   for (const [name, hm] of m.headers) {

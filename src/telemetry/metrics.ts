@@ -2,12 +2,15 @@
  * Prometheus metrics with Istio's standard names and labels, through
  * prom-client. This is the only module that knows Prometheus.
  *
- * The hot path calls `recordRequest()` once per request. prom-client's own
- * label hashing costs more than the rest of a request's bookkeeping, so the
- * labelled children are cached here by one joined key; every label value comes
- * from a bounded set (config names, status codes, flags), never from raw paths
- * or ids, so the cache is bounded too. It does not serve HTTP (see
- * `admin/stats.ts`).
+ The hot path calls `recordRequest()` once per request. prom-client's
+ * `observe(labels, v)` validates and hashes the label object on every call
+ * (its labelled children do too), which cost more than the rest of a
+ * request's bookkeeping; so the Istio request series are aggregated here in
+ * plain arrays keyed by one joined string, and handed to prom-client's
+ * registry as metric objects that it formats at scrape time. Every label
+ * value comes from a bounded set (config names, status codes, flags), never
+ * from raw paths or ids, so the series map is bounded too. Other metrics are
+ * ordinary prom-client metrics. It does not serve HTTP (see `admin/admin.ts`).
  */
 
 import client from "prom-client";
@@ -62,57 +65,163 @@ const REQUEST_LABELS = [
 ] as const;
 
 // Istio's default buckets for request duration (milliseconds) and sizes (bytes).
-const DURATION_BUCKETS = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000];
+const DURATION_BUCKETS = [
+  0.5,
+  1,
+  5,
+  10,
+  25,
+  50,
+  100,
+  250,
+  500,
+  1000,
+  2500,
+  5000,
+  10000,
+  30000,
+  60000,
+  300000,
+  600000,
+];
 const BYTES_BUCKETS = [1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000];
 
-interface Children {
-  requests: ReturnType<client.Counter<string>["labels"]>;
-  duration: ReturnType<client.Histogram<string>["labels"]>;
-  requestBytes: ReturnType<client.Histogram<string>["labels"]>;
-  responseBytes: ReturnType<client.Histogram<string>["labels"]>;
+type LabelName = (typeof REQUEST_LABELS)[number];
+
+interface Series {
+  labels: Record<LabelName, string>;
+  count: number;
+  duration: Float64Array;
+  durationSum: number;
+  requestBytes: Float64Array;
+  requestBytesSum: number;
+  responseBytes: Float64Array;
+  responseBytesSum: number;
+}
+
+interface MetricValue {
+  labels: Record<string, string | number>;
+  value: number;
+  metricName?: string;
+}
+
+/** Index of the first bucket whose upper bound holds `v` (buckets.length for +Inf). */
+function bucketOf(buckets: readonly number[], v: number): number {
+  let i = 0;
+  while (i < buckets.length && v > buckets[i]!) i++;
+  return i;
+}
+
+/** A prom-client metric object over the aggregated series (formatted by the registry). */
+class SeriesMetric {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: "counter" | "histogram",
+    readonly aggregator: "sum",
+    readonly values: (out: MetricValue[]) => void,
+  ) {}
+  get(): { name: string; help: string; type: string; aggregator: string; values: MetricValue[] } {
+    const values: MetricValue[] = [];
+    this.values(values);
+    return {
+      name: this.name,
+      help: this.help,
+      type: this.type,
+      aggregator: this.aggregator,
+      values,
+    };
+  }
+  reset(): void {}
+}
+
+function histogramValues(
+  name: string,
+  buckets: readonly number[],
+  series: Iterable<Series>,
+  pick: (s: Series) => [Float64Array, number],
+  out: MetricValue[],
+): void {
+  for (const s of series) {
+    const [counts, sum] = pick(s);
+    let cumulative = 0;
+    for (let i = 0; i < buckets.length; i++) {
+      cumulative += counts[i]!;
+      out.push({
+        labels: { ...s.labels, le: buckets[i]! },
+        value: cumulative,
+        metricName: `${name}_bucket`,
+      });
+    }
+    out.push({ labels: { ...s.labels, le: "+Inf" }, value: s.count, metricName: `${name}_bucket` });
+    out.push({ labels: s.labels, value: sum, metricName: `${name}_sum` });
+    out.push({ labels: s.labels, value: s.count, metricName: `${name}_count` });
+  }
 }
 
 /** The metric registry of one remora process. */
 export class Metrics {
   readonly registry = new client.Registry();
-  readonly #requests: client.Counter<string>;
-  readonly #duration: client.Histogram<string>;
-  readonly #requestBytes: client.Histogram<string>;
-  readonly #responseBytes: client.Histogram<string>;
-  readonly #children = new Map<string, Children>();
+  readonly #series = new Map<string, Series>();
   readonly configReloads: client.Counter<"result">;
   readonly configVersion: client.Gauge<"version" | "source">;
   readonly downstreamConnections: client.Gauge<"listener">;
 
   constructor() {
     const registers = [this.registry];
-    this.#requests = new client.Counter({
-      name: "istio_requests_total",
-      help: "Requests handled, by reporter, source, destination and outcome",
-      labelNames: REQUEST_LABELS,
-      registers,
-    });
-    this.#duration = new client.Histogram({
-      name: "istio_request_duration_milliseconds",
-      help: "Request duration in milliseconds",
-      labelNames: REQUEST_LABELS,
-      buckets: DURATION_BUCKETS,
-      registers,
-    });
-    this.#requestBytes = new client.Histogram({
-      name: "istio_request_bytes",
-      help: "Request size in bytes (head and body)",
-      labelNames: REQUEST_LABELS,
-      buckets: BYTES_BUCKETS,
-      registers,
-    });
-    this.#responseBytes = new client.Histogram({
-      name: "istio_response_bytes",
-      help: "Response size in bytes (head and body)",
-      labelNames: REQUEST_LABELS,
-      buckets: BYTES_BUCKETS,
-      registers,
-    });
+    const series = this.#series;
+    const metrics = [
+      new SeriesMetric(
+        "istio_requests_total",
+        "Requests handled, by reporter, source, destination and outcome",
+        "counter",
+        "sum",
+        (out) => {
+          for (const s of series.values()) out.push({ labels: s.labels, value: s.count });
+        },
+      ),
+      new SeriesMetric(
+        "istio_request_duration_milliseconds",
+        "Request duration in milliseconds",
+        "histogram",
+        "sum",
+        (out) =>
+          histogramValues(
+            "istio_request_duration_milliseconds",
+            DURATION_BUCKETS,
+            series.values(),
+            (s) => [
+              s.duration,
+              s.durationSum,
+            ],
+            out,
+          ),
+      ),
+      new SeriesMetric(
+        "istio_request_bytes",
+        "Request size in bytes (head and body)",
+        "histogram",
+        "sum",
+        (out) =>
+          histogramValues("istio_request_bytes", BYTES_BUCKETS, series.values(), (s) => [
+            s.requestBytes,
+            s.requestBytesSum,
+          ], out),
+      ),
+      new SeriesMetric(
+        "istio_response_bytes",
+        "Response size in bytes (head and body)",
+        "histogram",
+        "sum",
+        (out) =>
+          histogramValues("istio_response_bytes", BYTES_BUCKETS, series.values(), (s) => [
+            s.responseBytes,
+            s.responseBytesSum,
+          ], out),
+      ),
+    ];
+    // deno-lint-ignore no-explicit-any
+    for (const m of metrics) this.registry.registerMetric(m as any);
     this.configReloads = new client.Counter({
       name: "remora_config_reloads_total",
       help: "Config loads by result (accepted or rejected)",
@@ -135,46 +244,55 @@ export class Metrics {
 
   recordRequest(r: RequestRecord): void {
     const code = String(r.responseCode);
-    const key = r.reporter + "\0" + r.sourceWorkload + "\0" + r.sourceNamespace + "\0" + r.sourcePrincipal +
-      "\0" + r.destinationWorkload + "\0" + r.destinationNamespace + "\0" + r.destinationPrincipal + "\0" +
-      r.destinationService + "\0" + r.destinationCluster + "\0" + r.requestProtocol + "\0" + code + "\0" +
+    const key = r.reporter + "\0" + r.sourceWorkload + "\0" + r.sourceNamespace + "\0" +
+      r.sourcePrincipal +
+      "\0" + r.destinationWorkload + "\0" + r.destinationNamespace + "\0" + r.destinationPrincipal +
+      "\0" +
+      r.destinationService + "\0" + r.destinationCluster + "\0" + r.requestProtocol + "\0" + code +
+      "\0" +
       r.grpcResponseStatus + "\0" + r.responseFlags + "\0" + r.connectionSecurityPolicy;
-    let c = this.#children.get(key);
-    if (c === undefined) {
-      const labels: Record<(typeof REQUEST_LABELS)[number], string> = {
-        reporter: r.reporter,
-        source_workload: r.sourceWorkload,
-        source_workload_namespace: r.sourceNamespace,
-        source_principal: r.sourcePrincipal,
-        source_app: r.sourceWorkload,
-        source_version: "unknown",
-        destination_workload: r.destinationWorkload,
-        destination_workload_namespace: r.destinationNamespace,
-        destination_principal: r.destinationPrincipal,
-        destination_app: r.destinationWorkload,
-        destination_version: "unknown",
-        destination_service: r.destinationService,
-        destination_service_name: r.destinationServiceName,
-        destination_service_namespace: r.destinationServiceNamespace,
-        destination_cluster: r.destinationCluster,
-        request_protocol: r.requestProtocol,
-        response_code: code,
-        grpc_response_status: r.grpcResponseStatus,
-        response_flags: r.responseFlags,
-        connection_security_policy: r.connectionSecurityPolicy,
+    let s = this.#series.get(key);
+    if (s === undefined) {
+      s = {
+        labels: {
+          reporter: r.reporter,
+          source_workload: r.sourceWorkload,
+          source_workload_namespace: r.sourceNamespace,
+          source_principal: r.sourcePrincipal,
+          source_app: r.sourceWorkload,
+          source_version: "unknown",
+          destination_workload: r.destinationWorkload,
+          destination_workload_namespace: r.destinationNamespace,
+          destination_principal: r.destinationPrincipal,
+          destination_app: r.destinationWorkload,
+          destination_version: "unknown",
+          destination_service: r.destinationService,
+          destination_service_name: r.destinationServiceName,
+          destination_service_namespace: r.destinationServiceNamespace,
+          destination_cluster: r.destinationCluster,
+          request_protocol: r.requestProtocol,
+          response_code: code,
+          grpc_response_status: r.grpcResponseStatus,
+          response_flags: r.responseFlags,
+          connection_security_policy: r.connectionSecurityPolicy,
+        },
+        count: 0,
+        duration: new Float64Array(DURATION_BUCKETS.length + 1),
+        durationSum: 0,
+        requestBytes: new Float64Array(BYTES_BUCKETS.length + 1),
+        requestBytesSum: 0,
+        responseBytes: new Float64Array(BYTES_BUCKETS.length + 1),
+        responseBytesSum: 0,
       };
-      c = {
-        requests: this.#requests.labels(labels),
-        duration: this.#duration.labels(labels),
-        requestBytes: this.#requestBytes.labels(labels),
-        responseBytes: this.#responseBytes.labels(labels),
-      };
-      this.#children.set(key, c);
+      this.#series.set(key, s);
     }
-    c.requests.inc();
-    c.duration.observe(r.durationMs);
-    c.requestBytes.observe(r.requestBytes);
-    c.responseBytes.observe(r.responseBytes);
+    s.count++;
+    s.duration[bucketOf(DURATION_BUCKETS, r.durationMs)]!++;
+    s.durationSum += r.durationMs;
+    s.requestBytes[bucketOf(BYTES_BUCKETS, r.requestBytes)]!++;
+    s.requestBytesSum += r.requestBytes;
+    s.responseBytes[bucketOf(BYTES_BUCKETS, r.responseBytes)]!++;
+    s.responseBytesSum += r.responseBytes;
   }
 
   /** The exposition text for a scrape. */

@@ -1,0 +1,204 @@
+/**
+ * Where configs come from: files on disk, the embedded default, and a
+ * watcher that hot-reloads a config file.
+ *
+ * Every path goes through the same pipeline (read, parse YAML, validate the
+ * whole set, compile) and yields either a complete `RuntimeConfig` or every
+ * error found; there is no partial application. `ConfigWatcher` reports new
+ * configs and refusals through callbacks; keeping the last good config,
+ * logging and counting refusals are the caller's job. It does not serve or
+ * swap configs itself.
+ */
+
+import { compile } from "./compile.ts";
+import type { RuntimeConfig } from "./runtime.ts";
+import { type ConfigError, type InputDocument, validateDocuments } from "./validate.ts";
+import { parseYamlDocuments } from "./yaml.ts";
+import defaultText from "./default.yaml" with { type: "text" };
+
+export type LoadResult =
+  | { ok: true; config: RuntimeConfig }
+  | { ok: false; errors: ConfigError[] };
+
+/** Validates and compiles YAML texts as one config set. */
+export function loadConfigTexts(
+  texts: ReadonlyArray<{ file: string; text: string }>,
+  source: string,
+): LoadResult {
+  const docs: InputDocument[] = [];
+  const errors: ConfigError[] = [];
+  for (const { file, text } of texts) {
+    const parsed = parseYamlDocuments(text, file);
+    docs.push(...parsed.docs);
+    for (const e of parsed.errors) {
+      errors.push({ file: e.file, index: e.index, line: e.line, path: "", message: e.message });
+    }
+  }
+  // With a syntax error some documents are missing: rules across documents
+  // (subsets, duplicates) would report errors that are not there.
+  const result = validateDocuments(docs, { crossChecks: errors.length === 0 });
+  if (!result.ok) errors.push(...result.errors);
+  if (!result.ok || errors.length > 0) {
+    return {
+      ok: false,
+      errors: _byFile(errors, texts.map((t) => t.file)),
+    };
+  }
+  return { ok: true, config: compile(result.resources, { source }) };
+}
+
+/** Reads, parses, validates and compiles `paths` as one config set. */
+export async function loadConfigFiles(paths: readonly string[]): Promise<LoadResult> {
+  const texts: Array<{ file: string; text: string }> = [];
+  const errors: ConfigError[] = [];
+  for (const file of paths) {
+    try {
+      texts.push({ file, text: await Deno.readTextFile(file) });
+    } catch (e) {
+      errors.push({ file, index: -1, path: "", message: `cannot read file: ${_reason(e)}` });
+    }
+  }
+  const result = loadConfigTexts(texts, paths.join(","));
+  if (errors.length === 0) return result;
+  return {
+    ok: false,
+    errors: _byFile([...errors, ...(result.ok ? [] : result.errors)], [...paths]),
+  };
+}
+
+/** The embedded default config (src/config/default.yaml): ALLOW_ANY, no services. */
+export function loadEmbeddedDefault(): RuntimeConfig {
+  const result = loadConfigTexts([{ file: "default.yaml", text: defaultText }], "embedded default");
+  if (!result.ok) {
+    throw new Error(`Embedded default config is invalid: ${result.errors[0]?.message}`);
+  }
+  return result.config;
+}
+
+export interface ConfigWatcherOptions {
+  /** Called with each new config that validated and compiled. */
+  onConfig: (config: RuntimeConfig) => void;
+  /** Called with every error of a refused config; the last good one stays. */
+  onError: (errors: ConfigError[]) => void;
+  /** Quiet time after the last change before reloading (default 100ms). */
+  debounceMs?: number;
+  /** Version currently served; a reload with the same content is not reported. */
+  currentVersion?: string;
+}
+
+/**
+ * Watches one config file and reloads it when it changes. It watches the
+ * file's directory, not the file, so editors that save by writing a new file
+ * and renaming it over the old one are seen too. Changes are debounced, and
+ * reloads never overlap. It does not load the file at start: call
+ * `loadConfigFiles` for the initial config.
+ */
+export class ConfigWatcher {
+  readonly path: string;
+  #opts: ConfigWatcherOptions;
+  #watcher: Deno.FsWatcher;
+  #name: string;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #loading: Promise<void> | undefined;
+  #again = false;
+  #closed = false;
+  #version: string | undefined;
+  #loop: Promise<void>;
+
+  constructor(path: string, opts: ConfigWatcherOptions) {
+    this.path = path;
+    this.#opts = opts;
+    this.#version = opts.currentVersion;
+    const slash = path.lastIndexOf("/");
+    this.#name = path.slice(slash + 1);
+    const dir = slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
+    this.#watcher = Deno.watchFs(dir, { recursive: false });
+    this.#loop = this.#watch();
+  }
+
+  async #watch(): Promise<void> {
+    try {
+      for await (const event of this.#watcher) {
+        if (this.#closed) break;
+        if (event.paths.some((p) => p === this.path || p.endsWith(`/${this.#name}`))) {
+          this.#schedule();
+        }
+      }
+    } catch (e) {
+      if (!this.#closed) {
+        this.#opts.onError([{
+          file: this.path,
+          index: -1,
+          path: "",
+          message: `cannot watch file: ${_reason(e)}`,
+        }]);
+      }
+    }
+  }
+
+  #schedule(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#reload();
+    }, this.#opts.debounceMs ?? 100);
+  }
+
+  #reload(): void {
+    if (this.#closed) return;
+    if (this.#loading !== undefined) {
+      this.#again = true;
+      return;
+    }
+    this.#loading = (async () => {
+      try {
+        const result = await loadConfigFiles([this.path]);
+        if (this.#closed) return;
+        if (!result.ok) this.#opts.onError(result.errors);
+        else if (result.config.version !== this.#version) {
+          this.#version = result.config.version;
+          this.#opts.onConfig(result.config);
+        }
+      } finally {
+        this.#loading = undefined;
+        if (this.#again && !this.#closed) {
+          this.#again = false;
+          this.#reload();
+        }
+      }
+    })();
+  }
+
+  /** Stops watching; resolves once no reload is running. Safe to call twice. */
+  async close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      if (this.#timer !== undefined) clearTimeout(this.#timer);
+      this.#timer = undefined;
+      try {
+        this.#watcher.close();
+      } catch {
+        // already closed
+      }
+    }
+    await this.#loop;
+    await this.#loading;
+  }
+}
+
+/** Keeps errors grouped by the order files were given in. */
+function _byFile(errors: ConfigError[], files: string[]): ConfigError[] {
+  return errors
+    .map((e, i) => ({ e, i }))
+    .sort((a, b) =>
+      files.indexOf(a.e.file) - files.indexOf(b.e.file) || a.e.index - b.e.index || a.i - b.i
+    )
+    .map(({ e }) => e);
+}
+
+function _reason(e: unknown): string {
+  if (e instanceof Deno.errors.NotFound) return "no such file";
+  if (e instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (e instanceof Deno.errors.IsADirectory) return "is a directory";
+  return e instanceof Error ? e.message : String(e);
+}
