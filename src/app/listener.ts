@@ -1,12 +1,14 @@
 /**
  * A TCP accept loop shared by remora's proxy listeners: accepts, wraps each
- * connection in a `BufConn`, tracks open connections (for metrics and for
+ * connection in a `BufConn`, reads its original destination when iptables
+ * redirected it (`net/ffi.ts`), tracks open connections (for metrics and for
  * draining on shutdown) and hands them to the listener's handler. It does not
  * know any protocol.
  */
 
 import { log } from "../log.ts";
 import { BufConn } from "../net/buf_conn.ts";
+import { originalDst } from "../net/ffi.ts";
 import type { ConnInfo } from "../proxy/http1.ts";
 
 export type ConnHandler = (c: BufConn, info: ConnInfo) => Promise<void>;
@@ -51,10 +53,12 @@ export class Listener {
       conn.setNoDelay(true);
       const c = new BufConn(conn);
       const remote = conn.remoteAddr as Deno.NetAddr;
+      const dst = originalDst(conn);
       const info: ConnInfo = {
         remoteAddr: remote.hostname,
         remotePort: remote.port,
         localPort: this.addr.port,
+        originalDst: dst === undefined ? undefined : { host: dst.hostname, port: dst.port },
       };
       this.#open.add(c);
       onCount?.(this.#open.size);

@@ -1,22 +1,27 @@
 /**
  * The outbound pipeline: what the app sends goes through here.
  *
- *   accept (listener.ts) → detect (detect.ts)
- *     → HTTP/1.x: http1.ts with OutboundRouter (absolute-form and CONNECT in explicit mode)
+ *   accept + original destination (listener.ts)
+ *     → skip detection for server-first destinations (well-known ports, ports
+ *       a ServiceEntry declares TCP, destinations remembered as server-first)
+ *     → detect, bounded by the detection timeout (detect.ts)
+ *     → HTTP/1.x: http1.ts with OutboundRouter (absolute-form and CONNECT too)
  *     → HTTP/2 preface: http2.ts with OutboundRouter
- *     → anything else: refused (explicit proxy mode speaks HTTP only)
+ *     → TLS, opaque, or a silent client: tcp_proxy.ts with OutboundTcpRouter
+ *       (redirected connections only; explicit-proxy clients must speak HTTP)
  *
  * Wiring only: every stage lives in src/proxy.
  */
 
 import type { RuntimeConfig } from "../config/runtime.ts";
-import { writeLocal } from "../proxy/http1.ts";
-import { serveHttp1 } from "../proxy/http1.ts";
+import { detectWithin, SERVER_FIRST_PORTS, ServerFirstMemory } from "../proxy/detect.ts";
+import { serveHttp1, writeLocal } from "../proxy/http1.ts";
 import { Http2Engine } from "../proxy/http2.ts";
-import { detect } from "../proxy/detect.ts";
 import type { SelfInfo } from "../proxy/observe.ts";
 import { OutboundRouter } from "../proxy/outbound_router.ts";
 import type { ConnPool } from "../proxy/pool.ts";
+import { declaredProtocol, findVirtualHost } from "../proxy/route_match.ts";
+import { OutboundTcpRouter, serveTcp } from "../proxy/tcp_proxy.ts";
 import type { Metrics } from "../telemetry/metrics.ts";
 import { Listener } from "./listener.ts";
 
@@ -28,6 +33,9 @@ export interface OutboundOptions {
   metrics: Metrics;
   pool: ConnPool;
   self: SelfInfo;
+  detectionTimeoutMs: number;
+  connectTimeoutMs: number;
+  tcpIdleTimeoutMs: number;
 }
 
 export function startOutbound(o: OutboundOptions): { listener: Listener; h2: Http2Engine } {
@@ -35,8 +43,26 @@ export function startOutbound(o: OutboundOptions): { listener: Listener; h2: Htt
   const observer = { metrics: o.metrics, reporter: "source" as const, self: o.self };
   const h1 = { ...observer, router, pool: o.pool, explicitProxy: true };
   const h2 = new Http2Engine({ ...observer, router });
+  const memory = new ServerFirstMemory();
+  const tcp = {
+    ...observer,
+    router: new OutboundTcpRouter(o.getConfig),
+    connectTimeoutMs: o.connectTimeoutMs,
+    idleTimeoutMs: o.tcpIdleTimeoutMs,
+    memory,
+  };
   const listener = new Listener("outbound", o.address, o.port, async (c, info) => {
-    switch (await detect(c)) {
+    const dst = info.originalDst;
+    if (dst !== undefined) {
+      const vhost = findVirtualHost(o.getConfig(), dst.host, dst.port);
+      const declaredTcp = vhost !== undefined && declaredProtocol(vhost) === "TCP";
+      if (declaredTcp || SERVER_FIRST_PORTS.has(dst.port) || memory.has(dst.host, dst.port)) {
+        return serveTcp(c, info, tcp, false);
+      }
+    }
+    // An explicit-proxy client (no original destination) always speaks first.
+    const protocol = await detectWithin(c, dst === undefined ? Infinity : o.detectionTimeoutMs);
+    switch (protocol) {
       case "http1":
         return serveHttp1(c, info, h1);
       case "h2":
@@ -45,13 +71,8 @@ export function startOutbound(o: OutboundOptions): { listener: Listener; h2: Htt
       case "closed":
         return;
       default:
-        await writeLocal(
-          c,
-          400,
-          "remora: the outbound listener expects HTTP (set HTTP_PROXY to it)",
-          [],
-          false,
-        )
+        if (dst !== undefined) return serveTcp(c, info, tcp, protocol === "timeout");
+        await writeLocal(c, 400, "remora: the outbound listener expects HTTP (set HTTP_PROXY to it)", [], false)
           .catch(() => {});
     }
   }, (n) => o.metrics.downstreamConnections.set({ listener: "outbound" }, n));

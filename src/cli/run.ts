@@ -68,6 +68,18 @@ export const RUN_FLAGS: FlagSpecs = {
     default: 10_000,
     help: "Upstream connect timeout (e.g. 10s)",
   },
+  "detection-timeout": {
+    kind: "duration",
+    arg: "DURATION",
+    default: 1_000,
+    help: "How long a redirected client may stay silent before it is treated as opaque TCP (server-first)",
+  },
+  "tcp-idle-timeout": {
+    kind: "duration",
+    arg: "DURATION",
+    default: 3_600_000,
+    help: "Close an opaque TCP connection after this long without a byte either way",
+  },
   "drain-time": {
     kind: "duration",
     arg: "DURATION",
@@ -134,6 +146,11 @@ export async function runCommand(args: string[]): Promise<number> {
   const pool = new ConnPool({ connectTimeoutMs: flags["connect-timeout"] as number });
   const ownPorts = new Set<number>(Object.values(ports).filter((p) => p !== 0));
 
+  const timeouts = {
+    detectionTimeoutMs: flags["detection-timeout"] as number,
+    connectTimeoutMs: flags["connect-timeout"] as number,
+    tcpIdleTimeoutMs: flags["tcp-idle-timeout"] as number,
+  };
   let outbound, inbound, admin;
   try {
     outbound = startOutbound({
@@ -144,6 +161,7 @@ export async function runCommand(args: string[]): Promise<number> {
       metrics,
       pool,
       self,
+      ...timeouts,
     });
     inbound = startInbound({
       address: flags["inbound-address"] as string,
@@ -153,6 +171,7 @@ export async function runCommand(args: string[]): Promise<number> {
       metrics,
       pool,
       self,
+      ...timeouts,
     });
     for (const l of [outbound.listener, inbound.listener]) ownPorts.add(l.addr.port);
     admin = startAdmin({

@@ -17,7 +17,7 @@ export class BufConn {
   /** Unconsumed bytes are buf[start, end). */
   start = 0;
   end = 0;
-  #pending: Promise<number | null> | undefined;
+  #pending: Promise<boolean> | undefined;
   #closed = false;
   #idle = false;
   /** Set when the peer closed its sending side (read returned EOF). */
@@ -44,28 +44,38 @@ export class BufConn {
 
   /**
    * Reads more bytes after the buffered ones. Returns false at end of stream
-   * (or when the connection was closed or failed).
+   * (or when the connection was closed or failed). Callers that ask while a
+   * read is pending share it, so each read is accounted for once.
    */
-  async fill(): Promise<boolean> {
-    if (this.eof || this.#closed) return false;
-    if (this.#pending === undefined) {
-      if (this.start === this.end) {
-        this.start = this.end = 0;
-      } else if (this.end === this.buf.length) {
-        if (this.start === 0) {
-          // A full buffer of unconsumed bytes: grow (callers bound head sizes).
-          const bigger = new Uint8Array(this.buf.length * 2);
-          bigger.set(this.buf);
-          this.buf = bigger;
-        } else {
-          this.buf.copyWithin(0, this.start, this.end);
-          this.end -= this.start;
-          this.start = 0;
-        }
+  fill(): Promise<boolean> {
+    if (this.#pending !== undefined) return this.#pending;
+    if (this.eof || this.#closed) return Promise.resolve(false);
+    if (this.start === this.end) {
+      this.start = this.end = 0;
+    } else if (this.end === this.buf.length) {
+      if (this.start === 0) {
+        // A full buffer of unconsumed bytes: grow (callers bound head sizes).
+        const bigger = new Uint8Array(this.buf.length * 2);
+        bigger.set(this.buf);
+        this.buf = bigger;
+      } else {
+        this.buf.copyWithin(0, this.start, this.end);
+        this.end -= this.start;
+        this.start = 0;
       }
-      this.#pending = this.#read(this.end);
     }
-    const n = await this.#pending;
+    const p = this.#read(this.end);
+    this.#pending = p;
+    return p;
+  }
+
+  async #read(at: number): Promise<boolean> {
+    let n: number | null;
+    try {
+      n = await this.conn.read(this.buf.subarray(at));
+    } catch {
+      n = null;
+    }
     this.#pending = undefined;
     if (n === null) {
       this.eof = true;
@@ -75,30 +85,18 @@ export class BufConn {
     return true;
   }
 
-  async #read(at: number): Promise<number | null> {
-    try {
-      return await this.conn.read(this.buf.subarray(at));
-    } catch {
-      return null;
-    }
-  }
-
   /**
    * Starts a read while the connection sits idle in a pool; `onClose` runs if
-   * the peer closes (or sends unexpected bytes) before the next `fill()`.
+   * the peer closes (or sends unexpected bytes) before `claim()`.
    */
   watchIdle(onClose: () => void): void {
     if (this.#pending !== undefined || this.eof) return;
     this.start = this.end = 0;
     this.#idle = true;
-    const p = this.#read(0);
-    this.#pending = p;
-    p.then((n) => {
+    this.fill().then(() => {
       if (this.#idle && !this.#closed) {
-        this.#idle = false;
         // Still idle: EOF, error or stray bytes all make it unusable.
-        if (n !== null) this.end += n;
-        else this.eof = true;
+        this.#idle = false;
         onClose();
       }
     });

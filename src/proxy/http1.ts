@@ -49,6 +49,8 @@ export interface ConnInfo {
   remoteAddr: string;
   remotePort: number;
   localPort: number;
+  /** Where the client was going before an iptables REDIRECT, when it was redirected. */
+  originalDst: { host: string; port: number } | undefined;
 }
 
 export interface Http1Options extends Observer {
@@ -125,6 +127,8 @@ class Exchange {
   #responseBytes = 0;
   #responded = false;
   #grpcStatus = "";
+  /** Whether remora answered the client's Expect: 100-continue itself. */
+  #continued = false;
 
   constructor(client: BufConn, head: RequestHead, info: ConnInfo, opts: Http1Options) {
     this.#client = client;
@@ -201,6 +205,7 @@ class Exchange {
       port: hp.port,
       scheme,
       header: (name) => getHeader(headers, name),
+      originalDst: this.#info.originalDst,
     };
   }
 
@@ -222,6 +227,17 @@ class Exchange {
 
     const upgrade = head.upgrade !== undefined;
     const headers = endToEndHeaders(head.headers, upgrade ? "upgrade" : undefined);
+    // Expect: 100-continue is answered here, as Envoy does: a body small enough
+    // to be replayed is read before any upstream sees the request, so waiting
+    // for the upstream's 100 would leave the client waiting for nothing.
+    if (
+      head.minor === 1 && head.framing.kind !== "none" &&
+      getHeader(headers, "expect")?.toLowerCase() === "100-continue"
+    ) {
+      removeHeader(headers, "expect");
+      this.#continued = true;
+      await writeOrSideError(this.#client, CONTINUE);
+    }
     setHeader(
       headers,
       "host",
@@ -419,6 +435,10 @@ class Exchange {
         return { failure: "reset", detail: (e as Error).message, status: 502 };
       }
       conn.consume(end - conn.start);
+      if (head.status === 100 && this.#continued) {
+        // The client has had its 100 Continue from remora already.
+        continue;
+      }
       if (head.status >= 100 && head.status < 200 && head.status !== 101) {
         // 100 Continue and other interim responses go to the client as they come.
         const interim = serializeHead(
@@ -621,6 +641,12 @@ function setHeader(headers: HeaderList, name: string, value: string): void {
   }
   headers.push([name, value]);
 }
+
+function removeHeader(headers: HeaderList, name: string): void {
+  for (let i = headers.length - 1; i >= 0; i--) if (headers[i]![0] === name) headers.splice(i, 1);
+}
+
+const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 
 function appendForwardedFor(headers: HeaderList, addr: string): void {
   const ip = addr.startsWith("::ffff:") ? addr.slice(7) : addr;

@@ -31,6 +31,9 @@ export interface Http2Options extends Observer {
 export function duplexOf(c: BufConn): Duplex {
   let reading = false;
   const d = new Duplex({
+    // The peer's EOF ends our side too, so that the connection is closed and
+    // released (a half-open h2 connection has nothing more to say).
+    allowHalfOpen: false,
     read() {
       if (reading) return;
       reading = true;
@@ -64,6 +67,16 @@ export function duplexOf(c: BufConn): Duplex {
   return d;
 }
 
+const UNKNOWN_CONN: ConnInfo = {
+  remoteAddr: "unknown",
+  remotePort: 0,
+  localPort: 0,
+  originalDst: undefined,
+};
+
+/** Where a downstream socket's `ConnInfo` is kept (node:http2 hands out proxies of sockets). */
+const CONN_INFO = Symbol("remora.connInfo");
+
 const HOP_BY_HOP = new Set([
   "connection",
   "keep-alive",
@@ -78,15 +91,14 @@ const HOP_BY_HOP = new Set([
 export class Http2Engine {
   readonly #opts: Http2Options;
   readonly #server: http2.Http2Server;
-  readonly #info = new WeakMap<object, ConnInfo>();
   readonly #sessions = new Map<string, http2.ClientHttp2Session>();
 
   constructor(opts: Http2Options) {
     this.#opts = opts;
     this.#server = http2.createServer({ maxSessionMemory: 64 });
     this.#server.on("stream", (stream, headers) => {
-      const info = this.#info.get(stream.session?.socket as object) ??
-        { remoteAddr: "unknown", remotePort: 0, localPort: 0 };
+      const socket = stream.session?.socket as { [CONN_INFO]?: ConnInfo } | undefined;
+      const info = socket?.[CONN_INFO] ?? UNKNOWN_CONN;
       this.#handle(stream, headers, info).catch((e) => {
         log.warn("HTTP/2 stream failed", { error: String(e) });
         if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
@@ -96,8 +108,8 @@ export class Http2Engine {
   }
 
   serve(client: BufConn, info: ConnInfo): void {
-    const socket = duplexOf(client);
-    this.#info.set(socket, info);
+    const socket = duplexOf(client) as Duplex & { [CONN_INFO]?: ConnInfo };
+    socket[CONN_INFO] = info;
     socket.on("error", () => {});
     this.#server.emit("connection", socket);
   }
@@ -139,7 +151,6 @@ export class Http2Engine {
     const flags: string[] = [];
     let requestBytes = 0;
     let responseBytes = 0;
-    stream.on("data", (c: Uint8Array) => requestBytes += c.length);
     const finish = (
       labels: Forward["labels"],
       status: number,
@@ -171,6 +182,7 @@ export class Http2Engine {
         const v = headers[name];
         return v === undefined ? undefined : Array.isArray(v) ? v.join(",") : String(v);
       },
+      originalDst: info.originalDst,
     };
     const d = this.#opts.router.route(view);
     if (d.kind === "local") {
@@ -195,7 +207,11 @@ export class Http2Engine {
     // Upstream request headers: end-to-end fields plus proxy headers and route operations.
     const list: HeaderList = [];
     for (const [k, v] of Object.entries(headers)) {
-      if (k.startsWith(":") || HOP_BY_HOP.has(k) || v === undefined) continue;
+      if (k.startsWith(":") || v === undefined) continue;
+      // "te: trailers" is the one TE allowed in HTTP/2 and gRPC servers expect it.
+      if (HOP_BY_HOP.has(k) && !(k === "te" && String(v).trim().toLowerCase() === "trailers")) {
+        continue;
+      }
       if (Array.isArray(v)) { for (const x of v) list.push([k, x]); }
       else list.push([k, String(v)]);
     }
@@ -246,6 +262,7 @@ export class Http2Engine {
           holdStatus: last || retry === undefined ? undefined : (s) => retriesStatus(retry, s),
           responseHeaders: [route?.responseHeaders, d.destination.responseHeaders],
           onResponseBytes: (k) => responseBytes += k,
+          onRequestBytes: (k) => requestBytes += k,
           replayable: maxAttempts > 1,
         });
       } finally {
@@ -283,6 +300,7 @@ export class Http2Engine {
       holdStatus: ((s: number) => boolean) | undefined;
       responseHeaders: Array<HeaderOps | undefined>;
       onResponseBytes: (n: number) => void;
+      onRequestBytes: (n: number) => void;
       replayable: boolean;
     },
   ): Promise<Outcome> {
@@ -313,7 +331,10 @@ export class Http2Engine {
           } else settle({ kind: "timeout" });
         }, Math.max(1, o.perTryMs))
         : undefined;
-      if (!o.replayable) stream.pipe(ureq);
+      if (!o.replayable) {
+        stream.on("data", (c: Uint8Array) => o.onRequestBytes(c.length));
+        stream.pipe(ureq);
+      }
       stream.on("close", () => {
         if (!ureq.closed) ureq.close(http2.constants.NGHTTP2_CANCEL);
       });
@@ -330,7 +351,7 @@ export class Http2Engine {
           /connect|refused/i.test(e.message);
         settle({ kind: connect ? "connect" : "reset", detail: e.message });
       });
-      ureq.on("response", (h) => {
+      ureq.on("response", (h, flags: number) => {
         const status = Number(h[":status"] ?? 502);
         if (o.holdStatus?.(status)) {
           ureq.close(http2.constants.NGHTTP2_CANCEL);
@@ -350,7 +371,11 @@ export class Http2Engine {
           const prev = rh[k];
           rh[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
         }
+        // A response that ended with its headers (e.g. gRPC's trailers-only
+        // errors). Deno's client streams do not set `endAfterHeaders`, but the
+        // HEADERS frame flags are passed along.
         const endNow = ureq.readableEnded ||
+          (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0 ||
           (ureq as unknown as { endAfterHeaders: boolean }).endAfterHeaders;
         const grpcInHeaders = h["grpc-status"] !== undefined ? String(h["grpc-status"]) : "";
         if (stream.destroyed) {
@@ -371,8 +396,9 @@ export class Http2Engine {
               if (!k.startsWith(":") && v !== undefined) t[k] = v;
             }
           }
-          if (Object.keys(t).length > 0) stream.sendTrailers(t);
-          else stream.close();
+          // Empty trailers end the stream with an empty DATA frame (END_STREAM);
+          // `close()` would reset it and cut off response data still queued.
+          stream.sendTrailers(t);
         });
         ureq.on("data", (c: Uint8Array) => o.onResponseBytes(c.length));
         ureq.pipe(stream);

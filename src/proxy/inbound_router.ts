@@ -1,7 +1,7 @@
 /**
  * Inbound routing: every request received for the workload goes to the local
- * app on 127.0.0.1 at the app port (the original destination port once
- * capture provides it). Istio applies VirtualService routing on the caller's
+ * app on 127.0.0.1, at the original destination port of a connection that
+ * iptables redirected, else at the app port (--app-port). Istio applies VirtualService routing on the caller's
  * side, so none is applied here; the Host header only names the destination
  * service for metrics when the config knows it.
  */
@@ -32,7 +32,8 @@ export class InboundRouter implements HttpRouter {
   }
 
   route(req: RequestView): RouteDecision {
-    const port = this.#opts.appPort;
+    // Redirected traffic goes to the app at the port it was sent to.
+    const port = req.originalDst?.port ?? this.#opts.appPort;
     if (port === undefined) {
       return localReply(
         503,

@@ -3,8 +3,10 @@
  * cluster → endpoints, following Istio's VirtualService and DestinationRule
  * semantics over the running config.
  *
- * A host with no registry entry passes through to its own address under
- * ALLOW_ANY (labelled PassthroughCluster, as Istio does) or gets a 502 under
+ * A request is matched to a virtual host by its Host / :authority, then (for
+ * connections redirected by iptables) by the original destination address.
+ * A host with no registry entry passes through to its own address — the
+ * original destination when there is one — under ALLOW_ANY (labelled PassthroughCluster, as Istio does) or gets a 502 under
  * REGISTRY_ONLY (BlackHoleCluster). remora's own listener ports on loopback
  * are refused, so nothing of the admin API is reachable through the data
  * path. The config is read once per request from `getConfig`, so a request
@@ -64,7 +66,10 @@ export class OutboundRouter implements HttpRouter {
       );
     }
     const cfg = this.#opts.getConfig();
-    const vhost = findVirtualHost(cfg, req.host, req.port);
+    const dst = req.originalDst;
+    // By name first (Host / :authority), then by the address the app connected to.
+    const vhost = findVirtualHost(cfg, req.host, req.port) ??
+      (dst === undefined ? undefined : findVirtualHost(cfg, dst.host, dst.port));
     if (vhost === undefined) {
       if (cfg.outboundTrafficPolicy === "REGISTRY_ONLY") {
         return localReply(
@@ -148,7 +153,11 @@ export function rewritePath(route: HttpRoute | undefined, path: string): string 
 }
 
 function passthrough(req: RequestView): Forward {
-  const up: Upstream = { host: req.host, port: req.port, endpoint: undefined };
+  // A redirected connection goes where the app sent it, whatever its Host header says.
+  const dst = req.originalDst;
+  const up: Upstream = dst !== undefined
+    ? { host: dst.host, port: dst.port, endpoint: undefined }
+    : { host: req.host, port: req.port, endpoint: undefined };
   return {
     kind: "forward",
     route: undefined,

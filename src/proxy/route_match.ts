@@ -8,6 +8,7 @@
  * does not pick endpoints (see `balance.ts`).
  */
 
+import type { PortProtocol } from "../config/model.ts";
 import type {
   HttpRoute,
   Matcher,
@@ -28,6 +29,8 @@ export interface RequestView {
   scheme: string;
   /** Header value by lower-case name, or undefined. */
   header(name: string): string | undefined;
+  /** The connection's destination before an iptables REDIRECT, if it was redirected. */
+  originalDst: { host: string; port: number } | undefined;
 }
 
 /** Splits "host:port" or "[v6]:port" into a lower-case host and a port. */
@@ -69,7 +72,16 @@ export function findVirtualHost(
   for (const w of cfg.wildcards) {
     if ((w.port === undefined || w.port === port) && host.endsWith(w.suffix)) return w.vhost;
   }
-  return cfg.addresses.get(key) ?? cfg.addresses.get(host);
+  // Addresses match with their port only: an endpoint IP (127.0.0.1, a node's
+  // address) also serves other things on other ports, and Istio matches a
+  // service address only on the service's ports.
+  return cfg.addresses.get(key);
+}
+
+/** The protocol a service port declares (ServiceEntry ports[].protocol), or UNKNOWN. */
+export function declaredProtocol(vhost: VirtualHost): PortProtocol {
+  const first = vhost.tcp?.clusters[0] ?? vhost.http[0]?.clusters[0];
+  return first?.cluster.protocol ?? "UNKNOWN";
 }
 
 function test(m: Matcher, value: string): boolean {

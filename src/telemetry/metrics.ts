@@ -64,6 +64,54 @@ const REQUEST_LABELS = [
   "connection_security_policy",
 ] as const;
 
+/** One TCP connection as metrics see it. */
+export interface TcpRecord {
+  reporter: Reporter;
+  sourceWorkload: string;
+  sourceNamespace: string;
+  sourcePrincipal: string;
+  destinationWorkload: string;
+  destinationNamespace: string;
+  destinationPrincipal: string;
+  destinationService: string;
+  destinationServiceName: string;
+  destinationServiceNamespace: string;
+  responseFlags: string;
+  connectionSecurityPolicy: "mutual_tls" | "none" | "unknown";
+}
+
+const TCP_LABELS = [
+  "reporter",
+  "source_workload",
+  "source_workload_namespace",
+  "source_principal",
+  "destination_workload",
+  "destination_workload_namespace",
+  "destination_principal",
+  "destination_service",
+  "destination_service_name",
+  "destination_service_namespace",
+  "response_flags",
+  "connection_security_policy",
+] as const;
+
+function tcpLabels(r: TcpRecord): Record<string, string> {
+  return {
+    reporter: r.reporter,
+    source_workload: r.sourceWorkload,
+    source_workload_namespace: r.sourceNamespace,
+    source_principal: r.sourcePrincipal,
+    destination_workload: r.destinationWorkload,
+    destination_workload_namespace: r.destinationNamespace,
+    destination_principal: r.destinationPrincipal,
+    destination_service: r.destinationService,
+    destination_service_name: r.destinationServiceName,
+    destination_service_namespace: r.destinationServiceNamespace,
+    response_flags: r.responseFlags,
+    connection_security_policy: r.connectionSecurityPolicy,
+  };
+}
+
 // Istio's default buckets for request duration (milliseconds) and sizes (bytes).
 const DURATION_BUCKETS = [
   0.5,
@@ -163,6 +211,12 @@ function histogramValues(
 export class Metrics {
   readonly registry = new client.Registry();
   readonly #series = new Map<string, Series>();
+  readonly #tcp: {
+    opened: client.Counter<string>;
+    closed: client.Counter<string>;
+    sent: client.Counter<string>;
+    received: client.Counter<string>;
+  };
   readonly configReloads: client.Counter<"result">;
   readonly configVersion: client.Gauge<"version" | "source">;
   readonly downstreamConnections: client.Gauge<"listener">;
@@ -222,6 +276,17 @@ export class Metrics {
     ];
     // deno-lint-ignore no-explicit-any
     for (const m of metrics) this.registry.registerMetric(m as any);
+    const tcpCounter = (name: string, help: string) =>
+      new client.Counter({ name, help, labelNames: TCP_LABELS, registers });
+    this.#tcp = {
+      opened: tcpCounter("istio_tcp_connections_opened_total", "TCP connections opened"),
+      closed: tcpCounter("istio_tcp_connections_closed_total", "TCP connections closed"),
+      sent: tcpCounter("istio_tcp_sent_bytes_total", "Bytes sent to the downstream during TCP connections"),
+      received: tcpCounter(
+        "istio_tcp_received_bytes_total",
+        "Bytes received from the downstream during TCP connections",
+      ),
+    };
     this.configReloads = new client.Counter({
       name: "remora_config_reloads_total",
       help: "Config loads by result (accepted or rejected)",
@@ -293,6 +358,23 @@ export class Metrics {
     s.requestBytesSum += r.requestBytes;
     s.responseBytes[bucketOf(BYTES_BUCKETS, r.responseBytes)]!++;
     s.responseBytesSum += r.responseBytes;
+  }
+
+  /** A TCP connection was opened; returns the labels to close it with. */
+  tcpOpened(r: TcpRecord): Record<string, string> {
+    const labels = tcpLabels(r);
+    this.#tcp.opened.inc(labels);
+    return labels;
+  }
+
+  /** Adds bytes of an open TCP connection (sent = to the downstream). */
+  tcpBytes(labels: Record<string, string>, sent: number, received: number): void {
+    if (sent > 0) this.#tcp.sent.inc(labels, sent);
+    if (received > 0) this.#tcp.received.inc(labels, received);
+  }
+
+  tcpClosed(labels: Record<string, string>): void {
+    this.#tcp.closed.inc(labels);
   }
 
   /** The exposition text for a scrape. */

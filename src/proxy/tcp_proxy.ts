@@ -1,0 +1,168 @@
+/**
+ * Opaque TCP proxying: a connection that is not HTTP (or whose client stayed
+ * silent: a server-first protocol) goes to the destination its listener's
+ * TCP router picks, bytes relayed both ways with half-close, a connect
+ * timeout and an idle timeout, and Istio's TCP metrics
+ * (istio_tcp_connections_opened/closed_total, istio_tcp_sent/received_bytes_total).
+ * When detection timed out and the server turns out to speak first, the
+ * destination is remembered so that the next connection skips the wait.
+ */
+
+import type { Endpoint, RuntimeConfig } from "../config/runtime.ts";
+import { log } from "../log.ts";
+import type { BufConn } from "../net/buf_conn.ts";
+import type { ServerFirstMemory } from "./detect.ts";
+import type { ConnInfo } from "./http1.ts";
+import type { Observer } from "./observe.ts";
+import { balancerFor } from "./balance.ts";
+import { connect } from "./pool.ts";
+import { findVirtualHost, pickCluster } from "./route_match.ts";
+import { type DestinationLabels, UNKNOWN_DESTINATION, type Upstream } from "./target.ts";
+import { relay } from "./tcp_relay.ts";
+
+/** Where an opaque TCP connection goes. */
+export interface TcpTarget {
+  labels: DestinationLabels;
+  next(previous: Upstream | undefined): Upstream | undefined;
+}
+
+export type TcpDecision = TcpTarget | { refuse: string; labels: DestinationLabels };
+
+export interface TcpRouter {
+  route(info: ConnInfo): TcpDecision;
+}
+
+export interface TcpProxyOptions extends Observer {
+  router: TcpRouter;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  memory: ServerFirstMemory;
+}
+
+/** Proxies one opaque TCP connection; `detectionTimedOut` says the client was silent. */
+export async function serveTcp(
+  c: BufConn,
+  info: ConnInfo,
+  opts: TcpProxyOptions,
+  detectionTimedOut: boolean,
+): Promise<void> {
+  const d = opts.router.route(info);
+  const source = opts.reporter === "source";
+  const record = (labels: DestinationLabels, endpoint: Endpoint | undefined, flags: string) => ({
+    reporter: opts.reporter,
+    sourceWorkload: source ? opts.self.workload : "unknown",
+    sourceNamespace: source ? opts.self.namespace : "unknown",
+    sourcePrincipal: "unknown",
+    destinationWorkload: source ? endpoint?.workload ?? "unknown" : opts.self.workload,
+    destinationNamespace: source ? endpoint?.namespace ?? "unknown" : opts.self.namespace,
+    destinationPrincipal: "unknown",
+    destinationService: labels.service,
+    destinationServiceName: labels.serviceName,
+    destinationServiceNamespace: labels.serviceNamespace,
+    responseFlags: flags,
+    connectionSecurityPolicy: "none" as const,
+  });
+  if ("refuse" in d) {
+    log.debug("TCP connection refused", { reason: d.refuse });
+    opts.metrics.tcpClosed(opts.metrics.tcpOpened(record(d.labels, undefined, "NR")));
+    c.close();
+    return;
+  }
+  let upstream: BufConn | undefined;
+  let up: Upstream | undefined;
+  for (let attempt = 0; attempt < 2 && upstream === undefined; attempt++) {
+    up = d.next(up);
+    if (up === undefined) break;
+    try {
+      upstream = await connect(up.host, up.port, opts.connectTimeoutMs);
+    } catch (e) {
+      log.debug("TCP upstream connect failed", { upstream: `${up.host}:${up.port}`, error: (e as Error).message });
+    }
+  }
+  if (upstream === undefined || up === undefined) {
+    opts.metrics.tcpClosed(opts.metrics.tcpOpened(record(d.labels, up?.endpoint, up === undefined ? "UH" : "UF")));
+    c.close();
+    return;
+  }
+  const labels = opts.metrics.tcpOpened(record(d.labels, up.endpoint, "-"));
+  const dst = info.originalDst;
+  let clientSpoke = c.buffered > 0;
+  const counts = await relay(c, upstream, {
+    idleTimeoutMs: opts.idleTimeoutMs,
+    onBytes: (fromClient, toClient) => {
+      if (fromClient > 0) clientSpoke = true;
+      else if (toClient > 0 && !clientSpoke && detectionTimedOut && dst !== undefined) {
+        // The server spoke first: next time, do not wait for the client.
+        opts.memory.remember(dst.host, dst.port);
+        clientSpoke = true;
+      }
+      opts.metrics.tcpBytes(labels, toClient, fromClient);
+    },
+  });
+  if (counts.idleTimedOut) log.debug("TCP connection idle timeout", { upstream: `${up.host}:${up.port}` });
+  opts.metrics.tcpClosed(labels);
+}
+
+/** Outbound TCP: a ServiceEntry address's tcp route, else the original destination (ALLOW_ANY). */
+export class OutboundTcpRouter implements TcpRouter {
+  constructor(readonly getConfig: () => RuntimeConfig) {}
+
+  route(info: ConnInfo): TcpDecision {
+    const dst = info.originalDst;
+    if (dst === undefined) {
+      return { refuse: "no original destination (the connection was not redirected)", labels: UNKNOWN_DESTINATION };
+    }
+    const cfg = this.getConfig();
+    const vhost = findVirtualHost(cfg, dst.host, dst.port);
+    const wc = vhost?.tcp === undefined ? undefined : pickCluster(vhost.tcp, Math.random());
+    if (vhost !== undefined && wc !== undefined) {
+      const cluster = wc.cluster;
+      const labels = {
+        service: cluster.serviceHost,
+        serviceName: cluster.serviceName,
+        serviceNamespace: cluster.namespace,
+        cluster: cluster.name,
+      };
+      if (cluster.passthrough) {
+        const upstream = { host: cluster.serviceHost, port: cluster.port || dst.port, endpoint: undefined };
+        return { labels, next: () => upstream };
+      }
+      const balancer = balancerFor(cluster);
+      return {
+        labels,
+        next(previous) {
+          const e = balancer.pick(previous?.endpoint);
+          return e === undefined ? undefined : { host: e.address, port: e.port, endpoint: e };
+        },
+      };
+    }
+    if (cfg.outboundTrafficPolicy === "REGISTRY_ONLY") {
+      return {
+        refuse: `no service entry for ${dst.host}:${dst.port} (REGISTRY_ONLY)`,
+        labels: { service: "BlackHoleCluster", serviceName: "BlackHoleCluster", serviceNamespace: "unknown", cluster: "BlackHoleCluster" },
+      };
+    }
+    const upstream = { host: dst.host, port: dst.port, endpoint: undefined };
+    return {
+      labels: {
+        service: "PassthroughCluster",
+        serviceName: "PassthroughCluster",
+        serviceNamespace: "unknown",
+        cluster: "PassthroughCluster",
+      },
+      next: () => upstream,
+    };
+  }
+}
+
+/** Inbound TCP: the app on 127.0.0.1 at the original port, else the app port. */
+export class InboundTcpRouter implements TcpRouter {
+  constructor(readonly appPort: number | undefined) {}
+
+  route(info: ConnInfo): TcpDecision {
+    const port = info.originalDst?.port ?? this.appPort;
+    if (port === undefined) return { refuse: "no app port", labels: UNKNOWN_DESTINATION };
+    const upstream = { host: "127.0.0.1", port, endpoint: undefined };
+    return { labels: { ...UNKNOWN_DESTINATION, cluster: `inbound|${port}||` }, next: () => upstream };
+  }
+}
