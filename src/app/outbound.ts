@@ -72,7 +72,13 @@ export function startOutbound(o: OutboundOptions): { listener: Listener; h2: Htt
         return;
       default:
         if (dst !== undefined) return serveTcp(c, info, tcp, protocol === "timeout");
-        await writeLocal(c, 400, "remora: the outbound listener expects HTTP (set HTTP_PROXY to it)", [], false)
+        await writeLocal(
+          c,
+          400,
+          "remora: the outbound listener expects HTTP (set HTTP_PROXY to it)",
+          [],
+          false,
+        )
           .catch(() => {});
     }
   }, (n) => o.metrics.downstreamConnections.set({ listener: "outbound" }, n));

@@ -72,7 +72,8 @@ export const RUN_FLAGS: FlagSpecs = {
     kind: "duration",
     arg: "DURATION",
     default: 1_000,
-    help: "How long a redirected client may stay silent before it is treated as opaque TCP (server-first)",
+    help:
+      "How long a redirected client may stay silent before it is treated as opaque TCP (server-first)",
   },
   "tcp-idle-timeout": {
     kind: "duration",

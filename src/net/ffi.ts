@@ -92,7 +92,11 @@ function normalize(host: string): string {
   return host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host.toLowerCase();
 }
 
-function sockaddrOf(lib: Libc, fn: "getpeername" | "getsockname", fd: number): SockAddr | undefined {
+function sockaddrOf(
+  lib: Libc,
+  fn: "getpeername" | "getsockname",
+  fd: number,
+): SockAddr | undefined {
   const buf = new Uint8Array(128);
   const len = new Uint32Array([128]);
   if (lib.symbols[fn](fd, buf, new Uint8Array(len.buffer)) !== 0) return undefined;
@@ -108,7 +112,9 @@ function findFd(lib: Libc, conn: Deno.TcpConn): number | undefined {
     const fd = Number(entry.name);
     if (!(fd > 2)) continue;
     const peer = sockaddrOf(lib, "getpeername", fd);
-    if (peer === undefined || peer.port !== remote.port || normalize(peer.hostname) !== rHost) continue;
+    if (peer === undefined || peer.port !== remote.port || normalize(peer.hostname) !== rHost) {
+      continue;
+    }
     const me = sockaddrOf(lib, "getsockname", fd);
     if (me !== undefined && me.port === local.port) return fd;
   }
@@ -134,7 +140,8 @@ export function originalDst(conn: Deno.TcpConn): SockAddr | undefined {
   const local = sockaddrOf(lib, "getsockname", fd);
   let ok = false;
   if (local?.family === 6) {
-    ok = lib.symbols.getsockopt(fd, SOL_IPV6, SO_ORIGINAL_DST, buf, new Uint8Array(len.buffer)) === 0;
+    ok =
+      lib.symbols.getsockopt(fd, SOL_IPV6, SO_ORIGINAL_DST, buf, new Uint8Array(len.buffer)) === 0;
   }
   if (!ok) {
     len[0] = 128;
@@ -144,7 +151,10 @@ export function originalDst(conn: Deno.TcpConn): SockAddr | undefined {
   const dst = decodeSockaddr(buf);
   if (dst === undefined) return undefined;
   // Conntrack reports a connection that was not redirected as going to the listener itself.
-  if (local !== undefined && dst.port === local.port && normalize(dst.hostname) === normalize(local.hostname)) {
+  if (
+    local !== undefined && dst.port === local.port &&
+    normalize(dst.hostname) === normalize(local.hostname)
+  ) {
     return undefined;
   }
   return dst;

@@ -41,6 +41,19 @@ class WeightedTable {
     }
     return this.endpoints[lo];
   }
+  /** Draws by weight among all endpoints but `exclude` (when another exists). */
+  drawExcept(r: number, exclude: Endpoint | undefined): Endpoint | undefined {
+    const e = this.draw(r);
+    if (e !== exclude || exclude === undefined || this.endpoints.length < 2) return e;
+    const rest = this.endpoints.filter((x) => x !== exclude);
+    const total = rest.reduce((sum, x) => sum + Math.max(0, x.weight), 0);
+    let at = r * total;
+    for (const x of rest) {
+      at -= Math.max(0, x.weight);
+      if (at < 0) return x;
+    }
+    return rest[rest.length - 1];
+  }
 }
 
 class RoundRobin implements Balancer {
@@ -81,9 +94,7 @@ class RandomBalancer implements Balancer {
     this.#table = new WeightedTable(endpoints);
   }
   pick(exclude?: Endpoint): Endpoint | undefined {
-    let e = this.#table.draw(this.random());
-    if (e === exclude && this.#table.endpoints.length > 1) e = this.#table.draw(this.random());
-    return e;
+    return this.#table.drawExcept(this.random(), exclude);
   }
   begin(): void {}
   end(): void {}
@@ -96,11 +107,9 @@ class LeastRequest implements Balancer {
     this.#table = new WeightedTable(endpoints);
   }
   pick(exclude?: Endpoint): Endpoint | undefined {
-    const a = this.#table.draw(this.random());
-    const b = this.#table.draw(this.random());
+    const a = this.#table.drawExcept(this.random(), exclude);
+    const b = this.#table.drawExcept(this.random(), exclude);
     if (a === undefined || b === undefined) return a ?? b;
-    if (a === exclude && b !== exclude) return b;
-    if (b === exclude && a !== exclude) return a;
     return (this.#active.get(b) ?? 0) < (this.#active.get(a) ?? 0) ? b : a;
   }
   begin(e: Endpoint): void {

@@ -95,7 +95,11 @@ export async function detectWithin(c: BufConn, timeoutMs: number): Promise<Proto
  */
 export class ServerFirstMemory {
   readonly #entries = new Map<string, number>();
-  constructor(readonly capacity = 4096, readonly ttlMs = 3_600_000, readonly now: () => number = Date.now) {}
+  constructor(
+    readonly capacity = 4096,
+    readonly ttlMs = 3_600_000,
+    readonly now: () => number = Date.now,
+  ) {}
 
   has(host: string, port: number): boolean {
     const key = `${host}:${port}`;

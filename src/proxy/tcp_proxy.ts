@@ -76,11 +76,16 @@ export async function serveTcp(
     try {
       upstream = await connect(up.host, up.port, opts.connectTimeoutMs);
     } catch (e) {
-      log.debug("TCP upstream connect failed", { upstream: `${up.host}:${up.port}`, error: (e as Error).message });
+      log.debug("TCP upstream connect failed", {
+        upstream: `${up.host}:${up.port}`,
+        error: (e as Error).message,
+      });
     }
   }
   if (upstream === undefined || up === undefined) {
-    opts.metrics.tcpClosed(opts.metrics.tcpOpened(record(d.labels, up?.endpoint, up === undefined ? "UH" : "UF")));
+    opts.metrics.tcpClosed(
+      opts.metrics.tcpOpened(record(d.labels, up?.endpoint, up === undefined ? "UH" : "UF")),
+    );
     c.close();
     return;
   }
@@ -99,7 +104,9 @@ export async function serveTcp(
       opts.metrics.tcpBytes(labels, toClient, fromClient);
     },
   });
-  if (counts.idleTimedOut) log.debug("TCP connection idle timeout", { upstream: `${up.host}:${up.port}` });
+  if (counts.idleTimedOut) {
+    log.debug("TCP connection idle timeout", { upstream: `${up.host}:${up.port}` });
+  }
   opts.metrics.tcpClosed(labels);
 }
 
@@ -110,7 +117,10 @@ export class OutboundTcpRouter implements TcpRouter {
   route(info: ConnInfo): TcpDecision {
     const dst = info.originalDst;
     if (dst === undefined) {
-      return { refuse: "no original destination (the connection was not redirected)", labels: UNKNOWN_DESTINATION };
+      return {
+        refuse: "no original destination (the connection was not redirected)",
+        labels: UNKNOWN_DESTINATION,
+      };
     }
     const cfg = this.getConfig();
     const vhost = findVirtualHost(cfg, dst.host, dst.port);
@@ -124,7 +134,11 @@ export class OutboundTcpRouter implements TcpRouter {
         cluster: cluster.name,
       };
       if (cluster.passthrough) {
-        const upstream = { host: cluster.serviceHost, port: cluster.port || dst.port, endpoint: undefined };
+        const upstream = {
+          host: cluster.serviceHost,
+          port: cluster.port || dst.port,
+          endpoint: undefined,
+        };
         return { labels, next: () => upstream };
       }
       const balancer = balancerFor(cluster);
@@ -139,7 +153,12 @@ export class OutboundTcpRouter implements TcpRouter {
     if (cfg.outboundTrafficPolicy === "REGISTRY_ONLY") {
       return {
         refuse: `no service entry for ${dst.host}:${dst.port} (REGISTRY_ONLY)`,
-        labels: { service: "BlackHoleCluster", serviceName: "BlackHoleCluster", serviceNamespace: "unknown", cluster: "BlackHoleCluster" },
+        labels: {
+          service: "BlackHoleCluster",
+          serviceName: "BlackHoleCluster",
+          serviceNamespace: "unknown",
+          cluster: "BlackHoleCluster",
+        },
       };
     }
     const upstream = { host: dst.host, port: dst.port, endpoint: undefined };
@@ -163,6 +182,9 @@ export class InboundTcpRouter implements TcpRouter {
     const port = info.originalDst?.port ?? this.appPort;
     if (port === undefined) return { refuse: "no app port", labels: UNKNOWN_DESTINATION };
     const upstream = { host: "127.0.0.1", port, endpoint: undefined };
-    return { labels: { ...UNKNOWN_DESTINATION, cluster: `inbound|${port}||` }, next: () => upstream };
+    return {
+      labels: { ...UNKNOWN_DESTINATION, cluster: `inbound|${port}||` },
+      next: () => upstream,
+    };
   }
 }

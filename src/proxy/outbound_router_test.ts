@@ -1,0 +1,94 @@
+import assert from "node:assert/strict";
+import { loadConfigTexts } from "../config/source.ts";
+import type { RuntimeConfig } from "../config/runtime.ts";
+import { OutboundRouter, rewritePath } from "./outbound_router.ts";
+import type { RequestView } from "./route_match.ts";
+
+function config(text: string): RuntimeConfig {
+  const r = loadConfigTexts([{ file: "t.yaml", text }], "test");
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.config;
+}
+
+function req(host: string, port: number, extra: Partial<RequestView> = {}): RequestView {
+  return {
+    method: "GET",
+    path: "/",
+    host,
+    port,
+    scheme: "http",
+    header: () => undefined,
+    originalDst: undefined,
+    ...extra,
+  };
+}
+
+const MESH = `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: db }
+spec:
+  hosts: [db.example.internal]
+  addresses: [240.0.0.10]
+  ports: [{ number: 8080, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints: [{ address: 10.250.0.11 }, { address: 10.250.0.12 }]
+`;
+
+Deno.test("a known host routes to its endpoints; an unknown one passes through to its own address", () => {
+  const r = new OutboundRouter({ getConfig: () => config(MESH), ownPorts: new Set([15000]) });
+  const d = r.route(req("db.example.internal", 8080));
+  assert.equal(d.kind, "forward");
+  if (d.kind !== "forward") return;
+  assert.equal(d.labels.service, "db.example.internal");
+  const first = d.next(undefined)!;
+  assert.ok(["10.250.0.11", "10.250.0.12"].includes(first.host));
+  assert.notEqual(d.next(first)!.host, first.host, "a retry avoids the previous endpoint");
+  const p = r.route(req("other.example", 80));
+  assert.equal(p.kind, "forward");
+  if (p.kind === "forward") {
+    assert.equal(p.labels.service, "PassthroughCluster");
+    assert.deepEqual(p.next(undefined), { host: "other.example", port: 80, endpoint: undefined });
+  }
+});
+
+Deno.test("a redirected connection is routed by its original destination and passes through to it", () => {
+  const r = new OutboundRouter({ getConfig: () => config(MESH), ownPorts: new Set() });
+  // The Host header names nothing known, but the app connected to the VIP.
+  const byVip = r.route(req("whatever", 80, { originalDst: { host: "240.0.0.10", port: 8080 } }));
+  assert.equal(byVip.kind === "forward" && byVip.labels.service, "db.example.internal");
+  // Unknown everywhere: go where the app sent it, not where the Host header points.
+  const p = r.route(req("example.com", 80, { originalDst: { host: "10.250.0.99", port: 9000 } }));
+  assert.equal(p.kind, "forward");
+  if (p.kind === "forward") {
+    assert.deepEqual(p.next(undefined), { host: "10.250.0.99", port: 9000, endpoint: undefined });
+  }
+});
+
+Deno.test("REGISTRY_ONLY refuses unknown hosts with 502; own ports on loopback get 403", () => {
+  const cfg = config(`${MESH}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: { name: default }
+spec: { outboundTrafficPolicy: { mode: REGISTRY_ONLY } }
+`);
+  const r = new OutboundRouter({ getConfig: () => cfg, ownPorts: new Set([15000]) });
+  const d = r.route(req("other.example", 80));
+  assert.equal(d.kind, "local");
+  if (d.kind === "local") {
+    assert.equal(d.status, 502);
+    assert.match(d.body, /other\.example:80.*REGISTRY_ONLY/);
+  }
+  const admin = r.route(req("127.0.0.1", 15000));
+  assert.equal(admin.kind === "local" && admin.status, 403);
+});
+
+Deno.test("rewrite replaces a matched prefix or the whole path, keeping the query", () => {
+  const base = { uri: "/v2" } as const;
+  assert.equal(rewritePath(undefined, "/a?x=1"), "/a?x=1");
+  // deno-lint-ignore no-explicit-any
+  const route = (rewrite: any) => ({ rewrite }) as any;
+  assert.equal(rewritePath(route({ ...base, prefix: "/v1" }), "/v1/items?x=1"), "/v2/items?x=1");
+  assert.equal(rewritePath(route(base), "/v1/items?x=1"), "/v2?x=1");
+});
