@@ -87,6 +87,27 @@ const HOP_BY_HOP = new Set([
   "host",
 ]);
 
+/**
+ * Streams one HTTP/2 connection carries before remora ends it gracefully
+ * (GOAWAY; clients open a new connection for later requests), like Envoy's
+ * max_requests_per_connection. Deno 2.9's node:http2 aborts the whole
+ * process when a peer closes a connection that carried more than about 100
+ * streams (an nghttp2 assertion / free() in its session teardown); keeping
+ * every connection below that, on both sides, avoids it.
+ */
+export const MAX_STREAMS_PER_CONNECTION = 80;
+
+const STREAM_COUNT = Symbol("remora.streamCount");
+
+type Counted = { [STREAM_COUNT]?: number };
+
+/** Counts a stream on a session; true when the session has reached the limit. */
+function countStream(session: Counted): boolean {
+  const n = (session[STREAM_COUNT] ?? 0) + 1;
+  session[STREAM_COUNT] = n;
+  return n >= MAX_STREAMS_PER_CONNECTION;
+}
+
 /** Serves HTTP/2 streams of one downstream connection. */
 export class Http2Engine {
   readonly #opts: Http2Options;
@@ -97,6 +118,11 @@ export class Http2Engine {
     this.#opts = opts;
     this.#server = http2.createServer({ maxSessionMemory: 64 });
     this.#server.on("stream", (stream, headers) => {
+      const session = stream.session;
+      if (session !== undefined && countStream(session as Counted)) {
+        // GOAWAY now: streams already open finish, new ones go to a new connection.
+        session.close();
+      }
       const socket = stream.session?.socket as { [CONN_INFO]?: ConnInfo } | undefined;
       const info = socket?.[CONN_INFO] ?? UNKNOWN_CONN;
       this.#handle(stream, headers, info).catch((e) => {
@@ -122,7 +148,15 @@ export class Http2Engine {
   #session(up: Upstream): http2.ClientHttp2Session {
     const key = `${up.host}:${up.port}`;
     let s = this.#sessions.get(key);
-    if (s !== undefined && !s.closed && !s.destroyed) return s;
+    if (s !== undefined && !s.closed && !s.destroyed) {
+      if (countStream(s as Counted)) {
+        // Retire it: this stream is its last; it closes once its streams end.
+        this.#sessions.delete(key);
+        const retired = s;
+        setTimeout(() => retired.close(), 0);
+      }
+      return s;
+    }
     const host = up.host.includes(":") ? `[${up.host}]` : up.host;
     s = http2.connect(`http://${host}:${up.port}`);
     const session = s;

@@ -281,7 +281,10 @@ export class Metrics {
     this.#tcp = {
       opened: tcpCounter("istio_tcp_connections_opened_total", "TCP connections opened"),
       closed: tcpCounter("istio_tcp_connections_closed_total", "TCP connections closed"),
-      sent: tcpCounter("istio_tcp_sent_bytes_total", "Bytes sent to the downstream during TCP connections"),
+      sent: tcpCounter(
+        "istio_tcp_sent_bytes_total",
+        "Bytes sent to the downstream during TCP connections",
+      ),
       received: tcpCounter(
         "istio_tcp_received_bytes_total",
         "Bytes received from the downstream during TCP connections",

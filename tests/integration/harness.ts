@@ -7,6 +7,7 @@
  */
 
 import http from "node:http";
+import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -20,6 +21,8 @@ export interface Remora {
   pid: number;
   /** Everything remora printed on stderr so far. */
   stderr(): string;
+  /** Everything remora printed on stdout so far (the "listening on" lines first). */
+  stdout(): string;
   stop(): Promise<void>;
 }
 
@@ -35,7 +38,7 @@ export async function startRemora(args: string[] = [], timeoutMs = 30_000): Prom
   const all = [...args];
   for (const [k, v] of Object.entries(defaults)) if (!args.includes(k)) all.push(k, v);
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, "run", ...all],
+    args: ["run", "-A", "--v8-flags=--max-semi-space-size=2", `${ROOT}main.ts`, "run", ...all],
     cwd: ROOT,
     stdout: "piped",
     stderr: "piped",
@@ -94,7 +97,11 @@ export async function startRemora(args: string[] = [], timeoutMs = 30_000): Prom
   }
   // Keep draining stdout so that the child never blocks on a full pipe.
   (async () => {
-    for (;;) if ((await reader.read()).done) break;
+    for (;;) {
+      const r = await reader.read();
+      if (r.done) break;
+      buffered += r.value;
+    }
   })().catch(() => {});
   return {
     outbound: ports.outbound!,
@@ -104,6 +111,7 @@ export async function startRemora(args: string[] = [], timeoutMs = 30_000): Prom
     health: ports.health!,
     pid: child.pid,
     stderr: () => err,
+    stdout: () => buffered,
     stop,
   };
 }
@@ -198,27 +206,22 @@ export interface CurlResult {
 /** Runs curl; `-w` is used to read the status, response headers go to a separate buffer. */
 export async function curl(
   args: string[],
-  opts: { timeoutS?: number; stdin?: string } = {},
+  opts: { timeoutS?: number; stdin?: string | Uint8Array } = {},
 ): Promise<CurlResult> {
   const tmp = await Deno.makeTempFile();
   try {
-    const out = await new Deno.Command("curl", {
-      args: [
-        "-sS",
-        "--max-time",
-        String(opts.timeoutS ?? 20),
-        "-D",
-        tmp,
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        ...args,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-      stdin: opts.stdin === undefined ? "null" : "piped",
-    }).output();
+    const out = await runCommand("curl", [
+      "-sS",
+      "--max-time",
+      String(opts.timeoutS ?? 20),
+      "-D",
+      tmp,
+      "-o",
+      "-",
+      "-w",
+      "\n%{http_code}",
+      ...args,
+    ], opts.stdin === undefined ? {} : { stdin: opts.stdin });
     const text = new TextDecoder().decode(out.stdout);
     const nl = text.lastIndexOf("\n");
     return {
@@ -257,4 +260,515 @@ export async function eventually(
     await new Promise((r) => setTimeout(r, 50));
   }
   return await check();
+}
+
+/** What the HTTP/2 echo upstream saw of one request. */
+export interface H2Echo {
+  server: string;
+  method: string;
+  path: string;
+  authority: string;
+  headers: Record<string, string | string[] | undefined>;
+  bodyBytes: number;
+}
+
+export interface H2Upstream {
+  port: number;
+  name: string;
+  /** Streams seen and HTTP/2 sessions (TCP connections) accepted. */
+  requests: number;
+  sessions: number;
+  close(): Promise<void>;
+}
+
+/**
+ * An h2c (prior knowledge) echo upstream on node:http2. Paths: /status/N
+ * answers N, /delay/MS waits, /bytes/N sends N bytes, /trailers sends a body
+ * and then trailers x-checksum and x-trailer; anything else echoes the request
+ * as JSON, including the number of request body bytes it received.
+ */
+export async function startH2Upstream(name: string): Promise<H2Upstream> {
+  const state = { requests: 0, sessions: 0 };
+  const server = http2.createServer();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (s) => {
+    state.sessions++;
+    sessions.add(s);
+    s.on("close", () => sessions.delete(s));
+  });
+  server.on("stream", (stream, headers) => {
+    state.requests++;
+    stream.on("error", () => {});
+    let bodyBytes = 0;
+    stream.on("data", (c: Uint8Array) => bodyBytes += c.length);
+    stream.on("end", () => {
+      if (stream.destroyed) return;
+      const path = String(headers[":path"] ?? "/");
+      const parts = path.split("?")[0]!.split("/");
+      const send = (status: number, body: string | Uint8Array, type = "text/plain") => {
+        if (stream.destroyed) return;
+        stream.respond({ ":status": status, "content-type": type, "x-upstream": name });
+        stream.end(body);
+      };
+      if (parts[1] === "status") return send(Number(parts[2]), `status ${parts[2]} from ${name}\n`);
+      if (parts[1] === "delay") {
+        const t = setTimeout(
+          () => send(200, `delayed ${parts[2]} from ${name}\n`),
+          Number(parts[2]),
+        );
+        stream.on("close", () => clearTimeout(t));
+        return;
+      }
+      if (parts[1] === "bytes") return send(200, new Uint8Array(Number(parts[2])).fill(120));
+      if (parts[1] === "trailers") {
+        stream.respond({ ":status": 200, "content-type": "text/plain", "x-upstream": name }, {
+          waitForTrailers: true,
+        });
+        stream.on("wantTrailers", () => {
+          stream.sendTrailers({ "x-checksum": "abc123", "x-trailer": `from ${name}` });
+        });
+        stream.end(`body before trailers from ${name}\n`);
+        return;
+      }
+      const echo: H2Echo = {
+        server: name,
+        method: String(headers[":method"]),
+        path,
+        authority: String(headers[":authority"] ?? ""),
+        headers: { ...headers },
+        bodyBytes,
+      };
+      send(200, JSON.stringify(echo), "application/json");
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    name,
+    get requests() {
+      return state.requests;
+    },
+    get sessions() {
+      return state.sessions;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sessions) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion, killing it after `timeoutMs`. */
+export async function exec(
+  cmd: string,
+  args: string[],
+  opts: { timeoutMs?: number; stdin?: Uint8Array } = {},
+): Promise<ExecResult> {
+  const child = new Deno.Command(cmd, {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: opts.stdin === undefined ? "null" : "piped",
+  }).spawn();
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }, opts.timeoutMs ?? 30_000);
+  try {
+    if (opts.stdin !== undefined) {
+      const w = child.stdin.getWriter();
+      await w.write(opts.stdin).catch(() => {});
+      await w.close().catch(() => {});
+    }
+    const out = await child.output();
+    const d = new TextDecoder();
+    return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A helper server process that printed "port N" when it was ready. */
+export interface ServerProcess {
+  port: number;
+  /** Everything it printed on stderr so far. */
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+/** Debian's Python, where python3-grpcio and python3-websockets are installed. */
+export const PYTHON = "/usr/bin/python3";
+
+/** The tests/testdata directory. */
+export const TESTDATA = `${ROOT}tests/testdata/`;
+
+/**
+ * Starts a helper server (e.g. a Python script in tests/testdata) and waits
+ * for its "port N" line on stdout; `stop()` terminates it.
+ */
+export async function startServerProcess(
+  cmd: string,
+  args: string[],
+  timeoutMs = 15_000,
+): Promise<ServerProcess> {
+  const child = new Deno.Command(cmd, {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  let err = "";
+  const decoder = new TextDecoder();
+  (async () => {
+    for await (const chunk of child.stderr) err += decoder.decode(chunk, { stream: true });
+  })().catch(() => {});
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // Already gone.
+    }
+    const timer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }, 5000);
+    await child.status;
+    clearTimeout(timer);
+    reader.cancel().catch(() => {});
+  };
+  let out = "";
+  const deadline = Date.now() + timeoutMs;
+  try {
+    for (;;) {
+      const m = /^port (\d+)$/m.exec(out);
+      if (m !== null) {
+        (async () => {
+          for (;;) if ((await reader.read()).done) break;
+        })().catch(() => {});
+        return { port: Number(m[1]), stderr: () => err, stop };
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`${cmd} ${args.join(" ")} did not start:\n${err}`);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const r = await Promise.race([
+        reader.read(),
+        new Promise<{ done: true; value: undefined }>((res) => {
+          timer = setTimeout(() => res({ done: true, value: undefined }), left);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (r.done) {
+        if (Date.now() >= deadline) continue;
+        throw new Error(`${cmd} ${args.join(" ")} exited before it was ready:\n${err}`);
+      }
+      out += r.value;
+    }
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+/** Reads remora's Prometheus text from its stats port. */
+export async function scrape(r: Remora): Promise<string> {
+  return (await get(r.stats, "/stats/prometheus")).body;
+}
+
+export interface CommandResult {
+  code: number;
+  stdout: Uint8Array;
+  stderr: string;
+}
+
+/**
+ * Runs a command to completion, optionally feeding `stdin`, and kills it
+ * (SIGKILL) when it outlives `timeoutMs`.
+ */
+export async function runCommand(
+  cmd: string,
+  args: string[],
+  opts: { stdin?: string | Uint8Array; timeoutMs?: number; cwd?: string } = {},
+): Promise<CommandResult> {
+  const child = new Deno.Command(cmd, {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: opts.stdin === undefined ? "null" : "piped",
+    ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }, opts.timeoutMs ?? 60_000);
+  try {
+    if (opts.stdin !== undefined) {
+      const w = child.stdin.getWriter();
+      const data = typeof opts.stdin === "string"
+        ? new TextEncoder().encode(opts.stdin)
+        : opts.stdin;
+      await w.write(data).catch(() => {});
+      await w.close().catch(() => {});
+    }
+    const out = await child.output();
+    return { code: out.code, stdout: out.stdout, stderr: new TextDecoder().decode(out.stderr) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Runs curl on many URLs in one invocation (one keep-alive connection to the
+ * proxy, or several with `--parallel` in `args`), discarding bodies, and
+ * returns one `-w` line per URL (default: the status code).
+ */
+export async function curlLines(
+  args: string[],
+  urls: string[],
+  opts: { timeoutS?: number; format?: string } = {},
+): Promise<string[]> {
+  const out = await runCommand("curl", [
+    "-s",
+    "--max-time",
+    String(opts.timeoutS ?? 30),
+    "-w",
+    (opts.format ?? "%{http_code}") + "\\n",
+    ...args,
+    ...urls.flatMap((u) => ["-o", "/dev/null", u]),
+  ], { timeoutMs: (opts.timeoutS ?? 30) * 1000 + 5000 });
+  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l !== "");
+}
+
+/** A parsed HTTP/1.1 response read off a raw connection. */
+export interface RawResponse {
+  status: number;
+  /** Header names lower-cased, in order. */
+  headers: Array<[string, string]>;
+  body: Uint8Array;
+  text: string;
+  header(name: string): string | undefined;
+}
+
+/**
+ * A raw HTTP/1.1 client connection (Deno.connect), for keep-alive request
+ * sequences, malformed requests and exact header checks. Every read is
+ * bounded by `timeoutMs`.
+ */
+export class RawConn {
+  readonly #conn: Deno.TcpConn;
+  #buf = new Uint8Array(0);
+  #eof = false;
+  #pending: Promise<Uint8Array | null> | undefined;
+  readonly timeoutMs: number;
+
+  private constructor(conn: Deno.TcpConn, timeoutMs: number) {
+    this.#conn = conn;
+    this.timeoutMs = timeoutMs;
+  }
+
+  static async open(port: number, timeoutMs = 10_000): Promise<RawConn> {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port, transport: "tcp" });
+    return new RawConn(conn, timeoutMs);
+  }
+
+  async write(data: string | Uint8Array): Promise<void> {
+    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    let off = 0;
+    while (off < bytes.length) off += await this.#conn.write(bytes.subarray(off));
+  }
+
+  async #fill(): Promise<boolean> {
+    if (this.#eof) return false;
+    // A read that timed out stays pending and is picked up by the next fill.
+    if (this.#pending === undefined) {
+      const chunk = new Uint8Array(64 * 1024);
+      this.#pending = this.#conn.read(chunk).then(
+        (n) => n === null ? null : chunk.subarray(0, n),
+        () => null,
+      );
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const n = await Promise.race([
+      this.#pending,
+      new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), this.timeoutMs)),
+    ]);
+    clearTimeout(timer);
+    if (n === "timeout") throw new Error(`RawConn: no data within ${this.timeoutMs}ms`);
+    this.#pending = undefined;
+    if (n === null) {
+      this.#eof = true;
+      return false;
+    }
+    const next = new Uint8Array(this.#buf.length + n.length);
+    next.set(this.#buf);
+    next.set(n, this.#buf.length);
+    this.#buf = next;
+    return true;
+  }
+
+  #take(n: number): Uint8Array {
+    const out = this.#buf.slice(0, n);
+    this.#buf = this.#buf.slice(n);
+    return out;
+  }
+
+  async #line(): Promise<string> {
+    for (;;) {
+      const i = this.#buf.indexOf(10);
+      if (i !== -1) return new TextDecoder().decode(this.#take(i + 1)).replace(/\r?\n$/, "");
+      if (!(await this.#fill())) throw new Error("RawConn: connection closed mid-line");
+    }
+  }
+
+  async #exactly(n: number): Promise<Uint8Array> {
+    while (this.#buf.length < n) {
+      if (!(await this.#fill())) throw new Error("RawConn: connection closed mid-body");
+    }
+    return this.#take(n);
+  }
+
+  /**
+   * Reads one response. `bodiless` for HEAD requests; 1xx interim responses
+   * are skipped unless `interim` is set.
+   */
+  async readResponse(opts: { bodiless?: boolean; interim?: boolean } = {}): Promise<RawResponse> {
+    for (;;) {
+      const statusLine = await this.#line();
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine);
+      if (m === null) throw new Error(`RawConn: bad status line "${statusLine}"`);
+      const status = Number(m[1]);
+      const headers: Array<[string, string]> = [];
+      for (;;) {
+        const l = await this.#line();
+        if (l === "") break;
+        const c = l.indexOf(":");
+        headers.push([l.slice(0, c).trim().toLowerCase(), l.slice(c + 1).trim()]);
+      }
+      const header = (name: string) => headers.find(([n]) => n === name)?.[1];
+      if (status >= 100 && status < 200 && status !== 101 && !opts.interim) continue;
+      let body: Uint8Array = new Uint8Array(0);
+      const te = header("transfer-encoding");
+      const cl = header("content-length");
+      if (opts.bodiless || status === 204 || status === 304 || status < 200) {
+        // No body.
+      } else if (te !== undefined && /chunked/i.test(te)) {
+        const parts: Uint8Array[] = [];
+        for (;;) {
+          const size = parseInt(await this.#line(), 16);
+          if (size === 0) {
+            while ((await this.#line()) !== "");
+            break;
+          }
+          parts.push(await this.#exactly(size));
+          await this.#line();
+        }
+        const total = parts.reduce((a, p) => a + p.length, 0);
+        body = new Uint8Array(total);
+        let off = 0;
+        for (const p of parts) body.set(p, off), off += p.length;
+      } else if (cl !== undefined) {
+        body = await this.#exactly(Number(cl));
+      } else {
+        while (await this.#fill());
+        body = this.#take(this.#buf.length);
+      }
+      return { status, headers, body, text: new TextDecoder().decode(body), header };
+    }
+  }
+
+  /** Resolves true when the peer closes the connection within the timeout. */
+  async closedByPeer(): Promise<boolean> {
+    try {
+      while (await this.#fill());
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  close(): void {
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+/** Sends raw bytes on a new connection and reads one response. */
+export async function rawRequest(
+  port: number,
+  request: string | Uint8Array,
+  opts: { bodiless?: boolean; timeoutMs?: number } = {},
+): Promise<RawResponse> {
+  const c = await RawConn.open(port, opts.timeoutMs);
+  try {
+    await c.write(request);
+    return await c.readResponse(opts);
+  } finally {
+    c.close();
+  }
+}
+
+/** Peak resident set size (VmHWM) of a process in kB. */
+export async function peakRssKb(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  const m = /VmHWM:\s+(\d+) kB/.exec(status);
+  if (m === null) throw new Error(`No VmHWM in /proc/${pid}/status`);
+  return Number(m[1]);
+}
+
+/** One sample of a Prometheus text exposition. */
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Parses Prometheus text exposition format into samples (comments skipped). */
+export function parseMetrics(text: string): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (m === null) continue;
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
+      labels[l[1]!] = l[2]!.replace(/\\(.)/g, (_, c) => c === "n" ? "\n" : c);
+    }
+    out.push({ name: m[1]!, labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+/** Sums samples named `name` whose labels include all of `match`. */
+export function sumMetric(
+  samples: readonly Sample[],
+  name: string,
+  match: Record<string, string> = {},
+): number {
+  let total = 0;
+  for (const s of samples) {
+    if (s.name !== name) continue;
+    if (Object.entries(match).every(([k, v]) => s.labels[k] === v)) total += s.value;
+  }
+  return total;
 }

@@ -1,0 +1,282 @@
+/**
+ * The command line as a user meets it: `remora` run as a real process (deno
+ * run main.ts), checking exit codes (0 ok, 1 failure, 2 usage error) and
+ * what is printed: help on every command, usage errors that name the flag,
+ * `validate` listing every error with file, document and field path, and
+ * `run` refusing a missing or invalid config before listening.
+ */
+
+import assert from "node:assert/strict";
+import { VERSION } from "../../src/version.ts";
+import { runCommand } from "./harness.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const BOOKINFO = new URL("../../../shared/conformance/istio-bookinfo/", import.meta.url).pathname;
+
+interface Out {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `remora ...args`; a `run` that unexpectedly starts is killed after 20s. */
+async function remora(...args: string[]): Promise<Out> {
+  const out = await runCommand(Deno.execPath(), ["run", "-A", `${ROOT}main.ts`, ...args], {
+    cwd: ROOT,
+    timeoutMs: 20_000,
+  });
+  return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: out.stderr };
+}
+
+/** Ephemeral ports, so a `run` that starts by mistake collides with nothing. */
+const PORTS = [
+  "--outbound-port",
+  "0",
+  "--inbound-port",
+  "0",
+  "--admin-port",
+  "0",
+  "--stats-port",
+  "0",
+  "--health-port",
+  "0",
+];
+
+async function tempFile(name: string, text: string): Promise<{ path: string; dir: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "remora-cli-" });
+  const path = `${dir}/${name}`;
+  await Deno.writeTextFile(path, text);
+  return { path, dir };
+}
+
+const GOOD = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: svc
+spec:
+  hosts: [svc.example.internal]
+  resolution: STATIC
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  endpoints:
+  - {address: 127.0.0.1, labels: {version: v1}}
+  - {address: 127.0.0.2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: svc
+spec:
+  host: svc.example.internal
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: svc
+spec:
+  hosts: [svc.example.internal]
+  http:
+  - route:
+    - {destination: {host: svc.example.internal, subset: v1}, weight: 90}
+    - {destination: {host: svc.example.internal, subset: v2}, weight: 10}
+`;
+
+/** Four documents with errors in three of them. */
+const BAD = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: svc
+spec:
+  hosts: [svc.example.internal]
+  resolution: STATICC
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  endpoints:
+  - {address: 127.0.0.1, lables: {version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: svc
+spec:
+  host: svc.example.internal
+  subsets:
+  - {name: v1, labels: {version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: other
+spec:
+  host: other.example.internal
+  trafficPolicy:
+    loadBalancer: {simple: FASTEST}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: svc
+spec:
+  hosts: [svc.example.internal]
+  http:
+  - timeout: soon
+    route:
+    - {destination: {host: svc.example.internal, subset: v1}, weight: 90}
+    - {destination: {host: svc.example.internal, subset: v9}, weight: 20}
+`;
+
+Deno.test("--help on remora and every command exits 0 with usage", async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [["--help"], /Usage: remora <command>/],
+    [["help"], /Usage: remora <command>/],
+    [["run", "--help"], /Usage: remora run/],
+    [["validate", "--help"], /Usage: remora validate FILE/],
+    [["version", "--help"], /Usage: remora version/],
+  ];
+  for (const [args, usage] of cases) {
+    const out = await remora(...args);
+    assert.equal(out.code, 0, `${args.join(" ")}: ${out.stderr}`);
+    assert.match(out.stdout, usage, args.join(" "));
+  }
+  const run = await remora("run", "--help");
+  for (
+    const flag of [
+      "--config",
+      "--outbound-port",
+      "--inbound-port",
+      "--app-port",
+      "--admin-port",
+      "--stats-port",
+      "--health-port",
+    ]
+  ) {
+    assert.ok(run.stdout.includes(flag), `run --help lists ${flag}`);
+  }
+  const top = await remora("--help");
+  for (const cmd of ["run", "validate", "version"]) {
+    assert.match(top.stdout, new RegExp(`\\b${cmd}\\b`));
+  }
+  // No command at all is a usage error, with the usage shown.
+  const none = await remora();
+  assert.equal(none.code, 2);
+  assert.match(none.stdout + none.stderr, /Usage: remora/);
+});
+
+Deno.test("usage errors exit 2 and name the flag, value or command", async () => {
+  const cases: Array<[string[], RegExp[]]> = [
+    [["run", "--bogus"], [/--bogus/]],
+    [["run", "--admin-port", "99999"], [/--admin-port/, /99999/]],
+    [["run", "--outbound-port", "http"], [/--outbound-port/, /"http"/]],
+    [["run", "--connect-timeout", "soon"], [/--connect-timeout/, /soon/]],
+    [["run", "--log-level", "loud"], [/--log-level/, /loud/]],
+    [["run", "--config"], [/--config/]],
+    [["run", "stray"], [/stray/]],
+    [["validate", "--bogus", "x.yaml"], [/--bogus/]],
+    [["version", "extra"], [/extra/]],
+    [["frobnicate"], [/frobnicate/]],
+  ];
+  for (const [args, wants] of cases) {
+    const out = await remora(...(args[0] === "run" ? ["run", ...PORTS, ...args.slice(1)] : args));
+    assert.equal(out.code, 2, `${args.join(" ")} exited ${out.code}: ${out.stderr}`);
+    for (const w of wants) assert.match(out.stderr, w, `${args.join(" ")}: ${out.stderr}`);
+    assert.doesNotMatch(out.stderr, /fatal|stack|at .*\.ts:\d+/i, "no stack trace");
+    assert.doesNotMatch(out.stdout, /listening on/, "nothing started");
+  }
+});
+
+Deno.test("validate: a good file exits 0; no files is a usage error", async () => {
+  const { path, dir } = await tempFile("good.yaml", GOOD);
+  try {
+    const out = await remora("validate", path);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /ok: 3 resources in 1 file/);
+    // Istio's own Bookinfo samples, as one consistent set.
+    const bookinfo = await remora(
+      "validate",
+      `${BOOKINFO}destination-rule-all.yaml`,
+      `${BOOKINFO}virtual-service-all-v1.yaml`,
+    );
+    assert.equal(bookinfo.code, 0, bookinfo.stderr);
+    const none = await remora("validate");
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /Usage|usage/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("validate: a bad file exits 1 listing every error with file, document and field path", async () => {
+  const { path, dir } = await tempFile("bad.yaml", BAD);
+  try {
+    const out = await remora("validate", path);
+    assert.equal(out.code, 1);
+    const lines = out.stderr.trim().split("\n");
+    const expect: Array<[string, string]> = [
+      ["document 1 (ServiceEntry svc)", "spec.resolution"],
+      ["document 1 (ServiceEntry svc)", "spec.endpoints[0].lables"],
+      ["document 3 (DestinationRule other)", "spec.trafficPolicy.loadBalancer.simple"],
+      ["document 4 (VirtualService svc)", "spec.http[0].timeout"],
+      ["document 4 (VirtualService svc)", "spec.http[0].route[1].weight"],
+      ["document 4 (VirtualService svc)", "spec.http[0].route[1].destination.subset"],
+    ];
+    for (const [doc, field] of expect) {
+      const line = lines.find((l) => l.includes(doc) && l.includes(`${field}:`));
+      assert.ok(line !== undefined, `no error for ${doc} ${field} in:\n${out.stderr}`);
+      assert.ok(line.startsWith(path), `the line names the file: ${line}`);
+    }
+    assert.match(out.stderr, /FASTEST/);
+    assert.match(out.stderr, /v9/);
+
+    // Several files: errors of each, named by file; a missing file too.
+    const good = `${dir}/good.yaml`;
+    await Deno.writeTextFile(
+      good,
+      GOOD.replace("resolution: STATIC", "resolution: DNS").replace(
+        "name: svc\nspec:\n  hosts",
+        "name: svc\nspec:\n  location: SOMEWHERE\n  hosts",
+      ),
+    );
+    const two = await remora("validate", path, good, `${dir}/absent.yaml`);
+    assert.equal(two.code, 1);
+    assert.match(
+      two.stderr,
+      new RegExp(`${good}: document 1 \\(ServiceEntry svc\\): spec\\.location`),
+    );
+    assert.match(two.stderr, new RegExp(`${dir}/absent\\.yaml: cannot read file`));
+    assert.ok(two.stderr.includes(`${path}: document 1`));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("version prints the version", async () => {
+  const out = await remora("version");
+  assert.equal(out.code, 0);
+  assert.match(out.stdout, new RegExp(`^remora ${VERSION.replaceAll(".", "\\.")}\\b`));
+});
+
+Deno.test("run refuses a missing or invalid config with exit 1 before listening", async () => {
+  const missing = await remora("run", "--config", "/nonexistent/remora/missing.yaml", ...PORTS);
+  assert.equal(missing.code, 1);
+  assert.match(
+    missing.stderr,
+    /\/nonexistent\/remora\/missing\.yaml: cannot read file: no such file/,
+  );
+  assert.doesNotMatch(missing.stdout, /listening on/);
+
+  const { path, dir } = await tempFile("bad.yaml", BAD);
+  try {
+    const bad = await remora("run", "--config", path, ...PORTS);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /spec\.resolution/);
+    assert.match(bad.stderr, /spec\.endpoints\[0\]\.lables/);
+    assert.match(bad.stderr, /spec\.http\[0\]\.route\[1\]\.destination\.subset/);
+    assert.match(bad.stderr, new RegExp(`config ${path} was refused`));
+    assert.doesNotMatch(bad.stdout, /listening on/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,126 @@
+/**
+ * gRPC through a real `remora run` process, with python3-grpcio on both ends
+ * (tests/testdata/grpc_echo_server.py and grpc_echo_client.py): unary (also
+ * 1 MiB), server-streaming, client-streaming and bidi calls succeed with
+ * their payloads, a NOT_FOUND status and its message arrive unchanged (they
+ * travel in trailers, or in a trailers-only response), custom trailing
+ * metadata passes, and remora's Prometheus output labels the calls as gRPC
+ * with their grpc-status. The client reaches the server through the outbound
+ * listener (:authority = the server's address) and through the inbound
+ * listener (--app-port).
+ */
+
+import assert from "node:assert/strict";
+import {
+  exec,
+  PYTHON,
+  type Remora,
+  scrape,
+  type ServerProcess,
+  startRemora,
+  startServerProcess,
+  TESTDATA,
+} from "./harness.ts";
+
+interface ClientReport {
+  unary: { response: string; code: string; trailers: Record<string, string> };
+  unary_big_equal: boolean;
+  server_stream: string[];
+  client_stream: string;
+  bidi: string[];
+  fail: { code: string; details?: string };
+  concurrent_unary: number;
+}
+
+async function runClient(target: string, authority?: string): Promise<ClientReport> {
+  const args = [`${TESTDATA}grpc_echo_client.py`, target];
+  if (authority !== undefined) args.push(authority);
+  const r = await exec(PYTHON, args, { timeoutMs: 40_000 });
+  assert.equal(r.code, 0, `grpc client failed:\n${r.stderr}`);
+  return JSON.parse(r.stdout) as ClientReport;
+}
+
+function assertReport(r: ClientReport): void {
+  assert.deepEqual(r.unary, {
+    response: "hello unary",
+    code: "OK",
+    trailers: { "x-echo-trailer": "unary-done" },
+  });
+  assert.equal(r.unary_big_equal, true, "a 1 MiB unary message echoes unchanged");
+  assert.deepEqual(r.server_stream, Array.from({ length: 50 }, (_, i) => `item-${i}`));
+  assert.equal(r.client_stream, "a|b|c|d");
+  assert.deepEqual(r.bidi, Array.from({ length: 20 }, (_, i) => `echo:m${i}`));
+  assert.deepEqual(r.fail, { code: "NOT_FOUND", details: "no such thing: widget-7" });
+  assert.equal(r.concurrent_unary, 20);
+}
+
+async function withGrpc(body: (r: Remora, server: ServerProcess) => Promise<void>): Promise<void> {
+  let server: ServerProcess | undefined;
+  let r: Remora | undefined;
+  try {
+    server = await startServerProcess(PYTHON, [`${TESTDATA}grpc_echo_server.py`]);
+    r = await startRemora(["--app-port", String(server.port)]);
+    await body(r, server);
+  } finally {
+    await r?.stop();
+    await server?.stop();
+  }
+}
+
+/** The value of the first istio_requests_total series whose labels include all of `labels`. */
+function requestsTotal(text: string, labels: Record<string, string>): number {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("istio_requests_total{")) continue;
+    const ok = Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`));
+    if (ok) sum += Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return sum;
+}
+
+Deno.test("grpc: every call kind through the outbound listener", async () => {
+  await withGrpc(async (r, server) => {
+    assertReport(await runClient(`127.0.0.1:${r.outbound}`, `127.0.0.1:${server.port}`));
+    const text = await scrape(r);
+    const source = { reporter: "source", request_protocol: "grpc" };
+    // 25 calls answer OK: unary, 1 MiB unary, three streaming calls and 20 concurrent unary.
+    assert.equal(requestsTotal(text, { ...source, grpc_response_status: "0" }), 25, text);
+    assert.equal(requestsTotal(text, { ...source, grpc_response_status: "5" }), 1, text);
+    assert.equal(
+      requestsTotal(text, { ...source, grpc_response_status: "5", response_code: "200" }),
+      1,
+      "a gRPC error still has HTTP status 200",
+    );
+  });
+});
+
+Deno.test("grpc: every call kind through the inbound listener", async () => {
+  await withGrpc(async (r) => {
+    assertReport(await runClient(`127.0.0.1:${r.inbound}`));
+    const text = await scrape(r);
+    const dest = { reporter: "destination", request_protocol: "grpc" };
+    assert.equal(requestsTotal(text, { ...dest, grpc_response_status: "0" }), 25, text);
+    assert.equal(requestsTotal(text, { ...dest, grpc_response_status: "5" }), 1, text);
+  });
+});
+
+Deno.test("gRPC: 300 sequential calls on one channel all succeed, through both listeners", async () => {
+  // More calls than one HTTP/2 connection carries (remora ends connections
+  // with GOAWAY after MAX_STREAMS_PER_CONNECTION streams): the channel moves
+  // to a new connection and no call fails.
+  await withGrpc(async (r, server) => {
+    for (
+      const [target, authority] of [
+        [`127.0.0.1:${r.inbound}`, undefined],
+        [`127.0.0.1:${r.outbound}`, `127.0.0.1:${server.port}`],
+      ] as const
+    ) {
+      const args = [`${TESTDATA}grpc_echo_client.py`, target];
+      if (authority !== undefined) args.push(authority);
+      args.push("--many", "300");
+      const out = await exec(PYTHON, args, { timeoutMs: 60_000 });
+      assert.equal(out.code, 0, `grpc client failed:\n${out.stderr}\n${r.stderr()}`);
+      assert.deepEqual(JSON.parse(out.stdout), { many_ok: 300 });
+    }
+  });
+});

@@ -1,0 +1,397 @@
+/**
+ * HTTP/1.1 behaviour of the outbound (explicit proxy) and inbound listeners,
+ * seen from real clients: curl and raw sockets through a real `remora run`
+ * on the embedded default config (ALLOW_ANY pass-through) to a real
+ * node:http upstream. Covers forwarding headers, hop-by-hop removal,
+ * keep-alive and pooling, streamed bodies both ways (1 GiB with bounded
+ * memory), Expect, HEAD/204/304, failures, malformed requests, CONNECT and
+ * the refusal of remora's own ports through the data path.
+ */
+
+import assert from "node:assert/strict";
+import {
+  curl,
+  curlLines,
+  type Echo,
+  peakRssKb,
+  RawConn,
+  rawRequest,
+  type Remora,
+  runCommand,
+  startRemora,
+  startUpstream,
+  type Upstream,
+} from "./harness.ts";
+
+/** Runs `fn` with a remora on the default config and one echo upstream, both stopped after. */
+async function withProxy(
+  fn: (r: Remora, u: Upstream) => Promise<void>,
+  args: string[] = [],
+): Promise<void> {
+  const u = await startUpstream("u1");
+  let r: Remora | undefined;
+  try {
+    r = await startRemora(args);
+    await fn(r, u);
+  } finally {
+    await r?.stop();
+    await u.close();
+  }
+}
+
+/** A port that nothing listens on (bound, then released). */
+function closedPort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+function proxy(r: Remora): string[] {
+  return ["-x", `http://127.0.0.1:${r.outbound}`];
+}
+
+Deno.test("explicit proxy passes a request through with x-request-id, x-forwarded-* and Host", async () => {
+  await withProxy(async (r, u) => {
+    const res = await curl([...proxy(r), `http://127.0.0.1:${u.port}/hello?x=1`]);
+    assert.equal(res.status, 200, res.body);
+    const echo = JSON.parse(res.body) as Echo;
+    assert.equal(echo.server, "u1");
+    assert.equal(echo.method, "GET");
+    assert.equal(echo.url, "/hello?x=1", "origin-form path with query upstream");
+    assert.equal(echo.headers["host"], `127.0.0.1:${u.port}`);
+    assert.match(String(echo.headers["x-request-id"]), /^[0-9a-f-]{36}$/);
+    assert.equal(echo.headers["x-forwarded-for"], "127.0.0.1");
+    assert.equal(echo.headers["x-forwarded-proto"], "http");
+    assert.match(res.headers, /^x-upstream: u1\r$/m);
+
+    // A client's own request id is kept; x-forwarded-for is appended to.
+    const own = await curl([
+      ...proxy(r),
+      "-H",
+      "X-Request-Id: my-id-123",
+      "-H",
+      "X-Forwarded-For: 10.1.2.3",
+      "-H",
+      "Host: custom.example:8080",
+      `http://127.0.0.1:${u.port}/again`,
+    ]);
+    assert.equal(own.status, 200, own.body);
+    const e2 = JSON.parse(own.body) as Echo;
+    assert.equal(e2.headers["x-request-id"], "my-id-123");
+    assert.equal(e2.headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    // Each request gets a fresh id when it has none.
+    const third = JSON.parse((await curl([...proxy(r), `http://127.0.0.1:${u.port}/3`])).body);
+    assert.notEqual(third.headers["x-request-id"], echo.headers["x-request-id"]);
+  });
+});
+
+Deno.test("hop-by-hop headers are not forwarded, end-to-end headers are", async () => {
+  await withProxy(async (r, u) => {
+    const res = await rawRequest(
+      r.outbound,
+      `GET http://127.0.0.1:${u.port}/hop HTTP/1.1\r\n` +
+        `Host: 127.0.0.1:${u.port}\r\n` +
+        "Connection: keep-alive, X-Private, X-Other\r\n" +
+        "X-Private: secret\r\n" +
+        "X-Other: other\r\n" +
+        "Keep-Alive: timeout=5\r\n" +
+        "Proxy-Connection: keep-alive\r\n" +
+        "Proxy-Authorization: Basic Zm9vOmJhcg==\r\n" +
+        "TE: trailers\r\n" +
+        "X-End-To-End: kept\r\n" +
+        "\r\n",
+    );
+    assert.equal(res.status, 200, res.text);
+    const echo = JSON.parse(res.text) as Echo;
+    for (
+      const h of [
+        "x-private",
+        "x-other",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+      ]
+    ) {
+      assert.equal(echo.headers[h], undefined, `${h} must not reach the upstream`);
+    }
+    assert.equal(echo.headers["x-end-to-end"], "kept");
+    // node:http adds "connection: keep-alive" on its own side only if sent: remora's own value.
+    assert.doesNotMatch(String(echo.headers["connection"] ?? ""), /x-private/i);
+  });
+});
+
+Deno.test("keep-alive: many requests on one client connection reuse pooled upstream connections", async () => {
+  await withProxy(async (r, u) => {
+    const c = await RawConn.open(r.outbound);
+    try {
+      for (let i = 0; i < 100; i++) {
+        await c.write(
+          `GET http://127.0.0.1:${u.port}/ka/${i} HTTP/1.1\r\nHost: 127.0.0.1:${u.port}\r\n\r\n`,
+        );
+        const res = await c.readResponse();
+        assert.equal(res.status, 200);
+        assert.equal((JSON.parse(res.text) as Echo).url, `/ka/${i}`);
+      }
+    } finally {
+      c.close();
+    }
+    assert.equal(u.requests, 100);
+    assert.ok(u.connections <= 2, `upstream saw ${u.connections} connections for 100 requests`);
+
+    // curl with many URLs in one invocation: one client connection, pooled upstream.
+    const urls = Array.from({ length: 50 }, (_, i) => `http://127.0.0.1:${u.port}/curl/${i}`);
+    const lines = await curlLines(proxy(r), urls, { format: "%{http_code} %{num_connects}" });
+    assert.equal(lines.length, 50);
+    assert.ok(lines.every((l) => l.startsWith("200 ")), lines.join(","));
+    const connects = lines.reduce((a, l) => a + Number(l.split(" ")[1]), 0);
+    assert.equal(connects, 1, "curl reused its one connection to remora");
+    assert.ok(u.connections <= 3, `upstream saw ${u.connections} connections for 150 requests`);
+  });
+});
+
+Deno.test("chunked request bodies arrive whole and the connection stays usable", async () => {
+  await withProxy(async (r, u) => {
+    // curl -T - streams stdin with Transfer-Encoding: chunked.
+    const data = new Uint8Array(300_000).fill(97);
+    const res = await curl(
+      [...proxy(r), "-T", "-", "-X", "POST", `http://127.0.0.1:${u.port}/upload`],
+      { stdin: data },
+    );
+    assert.equal(res.status, 200, res.body);
+    const echo = JSON.parse(res.body) as Echo;
+    assert.equal(echo.headers["transfer-encoding"], "chunked");
+    assert.equal(echo.bodyBytes, 300_000);
+
+    // Hand-made chunks with an extension and a trailer, then a second request.
+    const c = await RawConn.open(r.outbound);
+    try {
+      await c.write(
+        `POST http://127.0.0.1:${u.port}/chunks HTTP/1.1\r\nHost: 127.0.0.1:${u.port}\r\n` +
+          "Transfer-Encoding: chunked\r\n\r\n" +
+          "5;ext=1\r\nhello\r\n" + "6\r\n world\r\n" + "0\r\nX-Trailer: t\r\n\r\n",
+      );
+      const first = await c.readResponse();
+      assert.equal(first.status, 200, first.text);
+      assert.equal((JSON.parse(first.text) as Echo).bodyBytes, 11);
+      await c.write(
+        `GET http://127.0.0.1:${u.port}/after HTTP/1.1\r\nHost: 127.0.0.1:${u.port}\r\n\r\n`,
+      );
+      const second = await c.readResponse();
+      assert.equal(second.status, 200);
+      assert.equal((JSON.parse(second.text) as Echo).url, "/after");
+    } finally {
+      c.close();
+    }
+  });
+});
+
+Deno.test("a 1 GiB upload streams through with bounded memory", async () => {
+  await withProxy(async (r, u) => {
+    const before = await peakRssKb(r.pid);
+    const size = 1024 * 1024 * 1024;
+    const out = await runCommand("bash", [
+      "-c",
+      `head -c ${size} /dev/zero | curl -sS --max-time 90 -x http://127.0.0.1:${r.outbound} ` +
+      `-T - -X PUT -o - -w '\\n%{http_code}' http://127.0.0.1:${u.port}/big`,
+    ], { timeoutMs: 100_000 });
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, out.stderr);
+    const nl = text.lastIndexOf("\n");
+    assert.equal(text.slice(nl + 1), "200", text);
+    const echo = JSON.parse(text.slice(0, nl)) as Echo;
+    assert.equal(echo.bodyBytes, size, "every byte reached the upstream");
+    const peak = await peakRssKb(r.pid);
+    assert.ok(
+      peak < 250 * 1024,
+      `remora peak RSS ${Math.round(peak / 1024)} MB (was ${Math.round(before / 1024)} MB)`,
+    );
+  });
+});
+
+Deno.test("a large download arrives whole", async () => {
+  await withProxy(async (r, u) => {
+    const out = await runCommand("curl", [
+      "-sS",
+      "--max-time",
+      "60",
+      ...proxy(r),
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code} %{size_download}",
+      `http://127.0.0.1:${u.port}/bytes/50000000`,
+    ]);
+    assert.equal(new TextDecoder().decode(out.stdout), "200 50000000", out.stderr);
+  });
+});
+
+Deno.test("Expect: 100-continue gets a 100 before the body is sent", async () => {
+  await withProxy(async (r, u) => {
+    // A client that waits for the 100 before sending (no curl-style 1s fallback).
+    const c = await RawConn.open(r.outbound, 5000);
+    try {
+      await c.write(
+        `POST http://127.0.0.1:${u.port}/expect HTTP/1.1\r\nHost: 127.0.0.1:${u.port}\r\n` +
+          "Expect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+      );
+      const interim = await c.readResponse({ interim: true });
+      assert.equal(interim.status, 100);
+      await c.write("hello");
+      const res = await c.readResponse();
+      assert.equal(res.status, 200, res.text);
+      assert.equal((JSON.parse(res.text) as Echo).bodyBytes, 5);
+    } finally {
+      c.close();
+    }
+    // A body too large to be kept for retries: streamed, the 100 still comes.
+    const big = new Uint8Array(200_000).fill(98);
+    const res = await curl([
+      ...proxy(r),
+      "-H",
+      "Expect: 100-continue",
+      "--expect100-timeout",
+      "10",
+      "--data-binary",
+      "@-",
+      `http://127.0.0.1:${u.port}/expect-big`,
+    ], { stdin: big, timeoutS: 8 });
+    assert.equal(res.status, 200, res.body);
+    assert.equal((JSON.parse(res.body) as Echo).bodyBytes, 200_000);
+    assert.match(res.headers, /^HTTP\/1\.1 100 Continue/);
+  });
+});
+
+Deno.test("HEAD, 204 and 304 responses carry no body and keep the connection usable", async () => {
+  await withProxy(async (r, u) => {
+    const c = await RawConn.open(r.outbound);
+    try {
+      const base = `http://127.0.0.1:${u.port}`;
+      const host = `Host: 127.0.0.1:${u.port}\r\n`;
+      await c.write(`HEAD ${base}/bytes/1000 HTTP/1.1\r\n${host}\r\n`);
+      const head = await c.readResponse({ bodiless: true });
+      assert.equal(head.status, 200);
+      assert.equal(head.body.length, 0);
+      for (const code of [204, 304]) {
+        await c.write(`GET ${base}/status/${code} HTTP/1.1\r\n${host}\r\n`);
+        const res = await c.readResponse();
+        assert.equal(res.status, code);
+        assert.equal(res.body.length, 0);
+        assert.equal(res.header("transfer-encoding"), undefined, `${code} is not chunked`);
+      }
+      // The stream is still in sync: no stray body bytes before this response.
+      await c.write(`GET ${base}/bytes/10 HTTP/1.1\r\n${host}\r\n`);
+      const after = await c.readResponse();
+      assert.equal(after.status, 200);
+      assert.equal(after.text, "xxxxxxxxxx");
+    } finally {
+      c.close();
+    }
+    const res = await curl([...proxy(r), "-I", `http://127.0.0.1:${u.port}/bytes/1000`]);
+    assert.equal(res.status, 200);
+  });
+});
+
+Deno.test("an unreachable upstream gets 503 with a body naming the failure", async () => {
+  await withProxy(async (r) => {
+    const port = closedPort();
+    const res = await curl([...proxy(r), `http://127.0.0.1:${port}/nothing`]);
+    assert.equal(res.status, 503, res.body);
+    assert.match(res.body, /connection failure/);
+    assert.match(res.body, new RegExp(`127\\.0\\.0\\.1:${port}`));
+    assert.match(res.body, /refused/i);
+    // The proxy keeps serving.
+    const again = await curl([...proxy(r), `http://127.0.0.1:${port}/nothing`]);
+    assert.equal(again.status, 503);
+  });
+});
+
+Deno.test("malformed requests get 400 and remora keeps serving", async () => {
+  await withProxy(async (r, u) => {
+    const target = `http://127.0.0.1:${u.port}/bad`;
+    const host = `Host: 127.0.0.1:${u.port}\r\n`;
+    const bad = [
+      `POST ${target} HTTP/1.1\r\n${host}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n`,
+      `GET ${target} HTTP/1.1\r\n${host}Bad Header: x\r\n\r\n`,
+      `GET ${target} HTTP/1.1\r\n${host}NoColonHere\r\n\r\n`,
+      `GET ${target} HTTP/1.1\r\n${host}X-Folded: a\r\n b\r\n\r\n`,
+      `POST ${target} HTTP/1.1\r\n${host}Content-Length: 5\r\nContent-Length: 6\r\n\r\n`,
+      `POST ${target} HTTP/1.1\r\n${host}Content-Length: -1\r\n\r\n`,
+      `GET  HTTP/1.1\r\n${host}\r\n`,
+    ];
+    for (const req of bad) {
+      const c = await RawConn.open(r.outbound, 5000);
+      try {
+        await c.write(req);
+        const res = await c.readResponse();
+        assert.equal(res.status, 400, `${JSON.stringify(req)} → ${res.status} ${res.text}`);
+        assert.match(res.text, /bad request|malformed/i);
+        assert.ok(await c.closedByPeer(), "the connection is closed after a 400");
+      } finally {
+        c.close();
+      }
+    }
+    assert.equal(u.requests, 0, "no malformed request reached the upstream");
+    const ok = await curl([...proxy(r), `http://127.0.0.1:${u.port}/fine`]);
+    assert.equal(ok.status, 200);
+  });
+});
+
+Deno.test("CONNECT tunnels bytes to the upstream", async () => {
+  await withProxy(async (r, u) => {
+    const res = await curl(["-p", ...proxy(r), `http://127.0.0.1:${u.port}/tunneled`]);
+    assert.equal(res.status, 200, res.body);
+    assert.match(res.headers, /^HTTP\/1\.1 200 Connection Established/);
+    const echo = JSON.parse(res.body) as Echo;
+    assert.equal(echo.url, "/tunneled");
+    // Through a tunnel remora does not touch the HTTP inside.
+    assert.equal(echo.headers["x-request-id"], undefined);
+
+    const closed = closedPort();
+    const fail = await curl(["-p", ...proxy(r), `http://127.0.0.1:${closed}/`]);
+    assert.notEqual(fail.code, 0, "curl reports the failed tunnel");
+    assert.match(fail.headers, /^HTTP\/1\.1 503/m);
+  });
+});
+
+Deno.test("remora's own admin, stats and health ports are not reachable through the proxy", async () => {
+  await withProxy(async (r) => {
+    for (const port of [r.admin, r.stats, r.health, r.outbound, r.inbound]) {
+      for (const host of ["127.0.0.1", "localhost"]) {
+        const res = await curl([...proxy(r), `http://${host}:${port}/config_dump`]);
+        assert.equal(res.status, 403, `${host}:${port} → ${res.status} ${res.body}`);
+        assert.doesNotMatch(res.body, /"version"/);
+      }
+    }
+    const tunnel = await curl(["-p", ...proxy(r), `http://127.0.0.1:${r.admin}/config_dump`]);
+    assert.match(tunnel.headers, /^HTTP\/1\.1 403/m, "no CONNECT tunnel to the admin port");
+    assert.doesNotMatch(tunnel.body, /"version"/);
+    // The admin port itself answers on loopback.
+    const direct = await curl([`http://127.0.0.1:${r.admin}/ready`]);
+    assert.equal(direct.status, 200);
+  });
+});
+
+Deno.test("the inbound listener forwards to the app port", async () => {
+  const u = await startUpstream("app");
+  let r: Remora | undefined;
+  try {
+    r = await startRemora(["--app-port", String(u.port)]);
+    const res = await curl([`http://127.0.0.1:${r.inbound}/inbound?q=1`]);
+    assert.equal(res.status, 200, res.body);
+    const echo = JSON.parse(res.body) as Echo;
+    assert.equal(echo.server, "app");
+    assert.equal(echo.url, "/inbound?q=1");
+    assert.equal(echo.headers["x-forwarded-for"], "127.0.0.1");
+    const upload = await curl(
+      ["-T", "-", `http://127.0.0.1:${r.inbound}/up`],
+      { stdin: new Uint8Array(100_000) },
+    );
+    assert.equal(upload.status, 200, upload.body);
+    assert.equal((JSON.parse(upload.body) as Echo).bodyBytes, 100_000);
+  } finally {
+    await r?.stop();
+    await u.close();
+  }
+});
