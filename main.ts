@@ -7,6 +7,7 @@
  */
 
 import { UsageError } from "./src/cli/flags.ts";
+import { iptablesCommand } from "./src/cli/iptables.ts";
 import { runCommand } from "./src/cli/run.ts";
 import { validateCommand } from "./src/cli/validate.ts";
 import { VERSION } from "./src/version.ts";
@@ -18,6 +19,7 @@ Usage: remora <command> [flags]
 Commands:
   run        Run the sidecar (outbound and inbound proxy, admin, metrics)
   validate   Check Istio YAML config files: remora validate FILE...
+  iptables   Transparent capture rules: remora iptables install|uninstall|print
   version    Print the version
 
 Run "remora <command> --help" for a command's flags.`;
@@ -29,6 +31,8 @@ async function main(args: string[]): Promise<number> {
       return await runCommand(rest);
     case "validate":
       return await validateCommand(rest);
+    case "iptables":
+      return await iptablesCommand(rest);
     case "version":
       if (rest.includes("--help") || rest.includes("-h")) {
         console.log("Usage: remora version\n\nPrints remora's version.");

@@ -83,7 +83,11 @@ export class Listener {
     }
     await this.#done;
     const until = Date.now() + drainMs;
-    while (this.#open.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    while (this.#open.size > 0 && Date.now() < until) {
+      // Connections with no request in flight go now; the others finish theirs first.
+      for (const c of this.#open) if (c.idle) c.close();
+      await new Promise((r) => setTimeout(r, 50));
+    }
     for (const c of this.#open) c.close();
   }
 }

@@ -20,7 +20,7 @@ import { Http2Engine } from "../proxy/http2.ts";
 import type { SelfInfo } from "../proxy/observe.ts";
 import { OutboundRouter } from "../proxy/outbound_router.ts";
 import type { ConnPool } from "../proxy/pool.ts";
-import { declaredProtocol, findVirtualHost } from "../proxy/route_match.ts";
+import { declaredProtocol, findByOriginalDst } from "../proxy/route_match.ts";
 import { OutboundTcpRouter, serveTcp } from "../proxy/tcp_proxy.ts";
 import type { Metrics } from "../telemetry/metrics.ts";
 import { Listener } from "./listener.ts";
@@ -54,8 +54,8 @@ export function startOutbound(o: OutboundOptions): { listener: Listener; h2: Htt
   const listener = new Listener("outbound", o.address, o.port, async (c, info) => {
     const dst = info.originalDst;
     if (dst !== undefined) {
-      const vhost = findVirtualHost(o.getConfig(), dst.host, dst.port);
-      const declaredTcp = vhost !== undefined && declaredProtocol(vhost) === "TCP";
+      const found = findByOriginalDst(o.getConfig(), dst.host, dst.port);
+      const declaredTcp = found !== undefined && declaredProtocol(found.vhost) === "TCP";
       if (declaredTcp || SERVER_FIRST_PORTS.has(dst.port) || memory.has(dst.host, dst.port)) {
         return serveTcp(c, info, tcp, false);
       }

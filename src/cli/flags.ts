@@ -121,6 +121,14 @@ export function parseDurationMs(raw: string): number | undefined {
   return n * scale;
 }
 
+/** Formats milliseconds the way durations are written: 500ms, 10s, 5m, 1h. */
+export function formatDurationMs(ms: number): string {
+  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
 /** Renders the help text of a subcommand from its flag specs. */
 export function helpText(usage: string, summary: string, specs: FlagSpecs): string {
   const lines = [`Usage: ${usage}`, "", summary, ""];
@@ -129,9 +137,12 @@ export function helpText(usage: string, summary: string, specs: FlagSpecs): stri
     const left = `  --${name}${
       spec.kind === "bool" ? "" : ` ${spec.arg ?? spec.kind.toUpperCase()}`
     }`;
-    const def = spec.default === undefined || spec.default === false
-      ? ""
-      : ` (default ${Array.isArray(spec.default) ? spec.default.join(",") : String(spec.default)})`;
+    const shown = Array.isArray(spec.default)
+      ? spec.default.join(",")
+      : spec.kind === "duration" && typeof spec.default === "number"
+      ? formatDurationMs(spec.default)
+      : String(spec.default);
+    const def = spec.default === undefined || spec.default === false ? "" : ` (default ${shown})`;
     lines.push(`${left.padEnd(34)} ${spec.help}${def}`);
   }
   lines.push(`${"  --help".padEnd(34)} Show this help`);

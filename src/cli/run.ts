@@ -16,6 +16,8 @@ import { isLevel, log, setLevel } from "../log.ts";
 import { ConnPool } from "../proxy/pool.ts";
 import { Metrics } from "../telemetry/metrics.ts";
 import { type FlagSpecs, helpText, parseFlags, UsageError } from "./flags.ts";
+import { CAPTURE_FLAGS, captureOptionsFromFlags } from "./iptables.ts";
+import { type CaptureOptions, install, uninstall } from "../capture/iptables.ts";
 
 export const RUN_FLAGS: FlagSpecs = {
   config: {
@@ -93,6 +95,17 @@ export const RUN_FLAGS: FlagSpecs = {
     default: "info",
     help: "debug, info, warn, error or off",
   },
+  capture: {
+    kind: "bool",
+    default: false,
+    help: "Install iptables rules capturing the workload's traffic on start; remove them on exit " +
+      "(the capture flags below are those of `remora iptables install`)",
+  },
+  ...Object.fromEntries(
+    Object.entries(CAPTURE_FLAGS).filter(([name]) =>
+      name !== "inbound-port" && name !== "outbound-port"
+    ),
+  ),
 };
 
 const USAGE = "remora run [flags]";
@@ -111,6 +124,37 @@ export async function runCommand(args: string[]): Promise<number> {
     throw new UsageError(`Flag --log-level takes debug, info, warn, error or off, got "${level}"`);
   }
   setLevel(level);
+
+  const capture = flags["capture"] === true;
+  if (capture) {
+    for (const name of ["outbound-port", "inbound-port"]) {
+      if (flags[name] === 0) {
+        throw new UsageError(`Flag --${name} must be a fixed port with --capture, got 0`);
+      }
+    }
+  }
+  // Checked now, so that a bad capture flag fails before anything is started.
+  const captureOpts: CaptureOptions | undefined = capture
+    ? captureOptionsFromFlags(flags)
+    : undefined;
+  if (captureOpts !== undefined) {
+    // remora's own upstream connections must bypass the rules, or they would loop back into it.
+    const uid = Deno.uid();
+    const gid = Deno.gid();
+    if (
+      uid !== captureOpts.proxyUid &&
+      (captureOpts.proxyGid === undefined || gid !== captureOpts.proxyGid)
+    ) {
+      throw new UsageError(
+        `Flag --capture: remora runs as uid ${uid} but --proxy-uid is ${captureOpts.proxyUid}` +
+          `${
+            captureOpts.proxyGid === undefined ? "" : ` and --proxy-gid ${captureOpts.proxyGid}`
+          }, so its own ` +
+          `traffic would be captured too; run it as that uid (e.g. setpriv --reuid ${captureOpts.proxyUid}) ` +
+          `or pass --proxy-uid ${uid}`,
+      );
+    }
+  }
 
   const configPath = flags["config"] as string | undefined;
   let config: RuntimeConfig;
@@ -223,6 +267,44 @@ export async function runCommand(args: string[]): Promise<number> {
     });
   }
 
+  let captured = false;
+  const removeCapture = async () => {
+    if (!captured || captureOpts === undefined) return;
+    captured = false;
+    try {
+      await uninstall({ ipv6: captureOpts.ipv6 });
+      log.info("capture rules removed");
+    } catch (e) {
+      log.error("could not remove the capture rules", { error: (e as Error).message });
+    }
+  };
+  if (captureOpts !== undefined) {
+    try {
+      await install({ ...captureOpts, ownPorts: [...ownPorts] });
+      captured = true;
+      log.info("capture rules installed", { inbound: ports.inbound, outbound: ports.outbound });
+    } catch (e) {
+      console.error(`remora: cannot install the capture rules: ${(e as Error).message}`);
+      await watcher?.close();
+      await Promise.all([outbound.listener.close(0), inbound.listener.close(0)]);
+      await admin.close();
+      return 1;
+    }
+  }
+  // A fatal error must not leave traffic redirected to a dead proxy.
+  const fatal = (what: unknown) => {
+    console.error(`remora: fatal: ${what instanceof Error ? what.stack : String(what)}`);
+    removeCapture().finally(() => Deno.exit(1));
+  };
+  globalThis.addEventListener("unhandledrejection", (ev) => {
+    ev.preventDefault();
+    fatal(ev.reason);
+  });
+  globalThis.addEventListener("error", (ev) => {
+    ev.preventDefault();
+    fatal(ev.error ?? ev.message);
+  });
+
   const a = (l: { addr: Deno.NetAddr }) => `${l.addr.hostname}:${l.addr.port}`;
   console.log(`remora: config ${config.source} version ${config.version}`);
   console.log(`remora: outbound listening on ${a(outbound.listener)}`);
@@ -239,7 +321,9 @@ export async function runCommand(args: string[]): Promise<number> {
   const signal = await stop.promise;
   log.info("shutting down", { signal });
   for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
-  watcher?.close();
+  // Stop redirecting first, then let what is in flight finish.
+  await removeCapture();
+  await watcher?.close();
   const drain = flags["drain-time"] as number;
   await Promise.all([outbound.listener.close(drain), inbound.listener.close(drain)]);
   outbound.h2.close();

@@ -19,8 +19,10 @@
  *   the first declared port (used when the port is unknown). Cluster-local
  *   FQDNs also answer to "x", "x.ns", "x.ns.svc"; a full name always wins over
  *   a short form, and the bare "x" prefers the workload's own namespace.
- * - `addresses`: ServiceEntry VIPs, then STATIC endpoint IPs, as "ip:port"
- *   ("[v6]:port") and "ip"; the first declaration wins.
+ * - `addresses`: ServiceEntry VIPs as "ip:port" ("[v6]:port") and "ip";
+ *   `endpointAddresses`: STATIC endpoints as "ip:port" at the endpoint's own
+ *   port (traffic to an endpoint stays with it; this only names its service).
+ *   The first declaration wins.
  * - `sourceLabels` matches are decided here against `meta.workloadLabels`
  *   (the workload this proxy serves): match blocks that cannot apply are
  *   dropped, and so is a route left with none. For a virtual host with a known
@@ -189,11 +191,16 @@ class _Compiler {
     );
 
     const addresses = new Map<string, VirtualHost>();
-    const put = (ip: string, port: number | undefined, vhost: VirtualHost | undefined) => {
-      if (vhost === undefined) return;
-      const key = port === undefined ? ip : isIPv6(ip) ? `[${ip}]:${port}` : `${ip}:${port}`;
-      if (!addresses.has(key)) addresses.set(key, vhost);
-    };
+    const endpointAddresses = new Map<string, VirtualHost>();
+    const putIn =
+      (map: Map<string, VirtualHost>) =>
+      (ip: string, port: number | undefined, vhost: VirtualHost | undefined) => {
+        if (vhost === undefined) return;
+        const key = port === undefined ? ip : isIPv6(ip) ? `[${ip}]:${port}` : `${ip}:${port}`;
+        if (!map.has(key)) map.set(key, vhost);
+      };
+    const put = putIn(addresses);
+    const putEndpoint = putIn(endpointAddresses);
     const ses = this.#resources.filter((r): r is ServiceEntry => r.kind === "ServiceEntry");
     for (const se of ses) {
       const host = se.spec.hosts[0]!;
@@ -207,9 +214,8 @@ class _Compiler {
       const host = se.spec.hosts[0]!;
       for (const e of se.spec.endpoints) {
         for (const p of se.spec.ports) {
-          put(e.address, _endpointPort(e.ports, p), vhostAt.get(`${host}:${p.number}`));
+          putEndpoint(e.address, _endpointPort(e.ports, p), vhostAt.get(`${host}:${p.number}`));
         }
-        put(e.address, undefined, vhostAt.get(`${host}:${se.spec.ports[0]!.number}`));
       }
     }
 
@@ -225,6 +231,7 @@ class _Compiler {
       hosts,
       wildcards,
       addresses,
+      endpointAddresses,
       clusters: this.#clusters,
     };
   }

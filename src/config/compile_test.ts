@@ -47,7 +47,7 @@ spec:
   - {name: none, labels: {version: v9}}
 `;
 
-Deno.test("compile: a ServiceEntry answers to its FQDN, short names, VIPs and endpoint IPs", () => {
+Deno.test("compile: a ServiceEntry answers to its FQDN, short names and VIPs; endpoint IPs name it", () => {
   const c = build(SE);
   const at9080 = c.hosts.get("reviews.default.svc.cluster.local:9080");
   const at9443 = c.hosts.get("reviews.default.svc.cluster.local:9443");
@@ -69,13 +69,19 @@ Deno.test("compile: a ServiceEntry answers to its FQDN, short names, VIPs and en
     ["240.0.0.1:9080", at9080],
     ["240.0.0.1:9443", at9443],
     ["240.0.0.1", at9080],
-    ["10.0.0.1:9080", at9080],
-    ["10.0.0.1:8443", at9443], // endpoint IP at its target port
-    ["10.0.0.2:8080", at9080], // endpoint IP at its named port
-    ["10.0.0.3", at9080],
+    ["10.0.0.1:9080", undefined], // endpoints are not VIPs
     ["10.0.0.9", undefined],
   ];
   for (const [key, want] of addrs) assert.equal(c.addresses.get(key), want, key);
+  // Endpoint addresses, at the endpoint's own port, name their service.
+  const endpoints: Array<[key: string, want: typeof at9080 | undefined]> = [
+    ["10.0.0.1:9080", at9080],
+    ["10.0.0.1:8443", at9443], // endpoint IP at its target port
+    ["10.0.0.2:8080", at9080], // endpoint IP at its named port
+    ["10.0.0.3", undefined], // never without a port
+    ["10.0.0.9:9080", undefined],
+  ];
+  for (const [key, want] of endpoints) assert.equal(c.endpointAddresses.get(key), want, key);
   assert.equal(at9080.serviceName, "reviews");
   assert.equal(at9080.serviceHost, "reviews.default.svc.cluster.local");
   assert.equal(at9080.virtualService, undefined);

@@ -162,8 +162,14 @@ export interface RuntimeConfig {
    */
   hosts: ReadonlyMap<string, VirtualHost>;
   wildcards: ReadonlyArray<{ suffix: string; port: number | undefined; vhost: VirtualHost }>;
-  /** ServiceEntry VIP addresses and endpoint IPs, "ip:port" → virtual host. */
+  /** ServiceEntry VIP addresses, "ip:port" and "ip" → virtual host. */
   addresses: ReadonlyMap<string, VirtualHost>;
+  /**
+   * STATIC endpoint addresses, "ip:port" at the endpoint's own port → the
+   * virtual host of its service. A connection to an endpoint itself goes to
+   * that endpoint; this only names its service.
+   */
+  endpointAddresses: ReadonlyMap<string, VirtualHost>;
   /** All clusters by name, for config dump and metrics. */
   clusters: ReadonlyMap<string, Cluster>;
 }

@@ -22,6 +22,8 @@ export class BufConn {
   #idle = false;
   /** Set when the peer closed its sending side (read returned EOF). */
   eof = false;
+  /** Set by a protocol engine while it waits for the next request (nothing in flight). */
+  idle = false;
   readonly #whenClosed = Promise.withResolvers<void>();
 
   constructor(conn: Deno.Conn, size = BUF_SIZE) {

@@ -81,7 +81,11 @@ export async function serveHttp1(
             return;
           }
         }
-        if (!(await client.fill())) return;
+        // Between requests the connection is idle: a draining listener may close it.
+        client.idle = client.buffered === 0;
+        const more = await client.fill();
+        client.idle = false;
+        if (!more) return;
       }
       let head: RequestHead;
       try {

@@ -15,7 +15,13 @@
 
 import type { Cluster, HttpRoute, RuntimeConfig, VirtualHost } from "../config/runtime.ts";
 import { balancerFor } from "./balance.ts";
-import { findVirtualHost, matchRoute, pickCluster, type RequestView } from "./route_match.ts";
+import {
+  findByOriginalDst,
+  findVirtualHost,
+  matchRoute,
+  pickCluster,
+  type RequestView,
+} from "./route_match.ts";
 import {
   type DestinationLabels,
   type Forward,
@@ -68,8 +74,15 @@ export class OutboundRouter implements HttpRouter {
     const cfg = this.#opts.getConfig();
     const dst = req.originalDst;
     // By name first (Host / :authority), then by the address the app connected to.
-    const vhost = findVirtualHost(cfg, req.host, req.port) ??
-      (dst === undefined ? undefined : findVirtualHost(cfg, dst.host, dst.port));
+    let vhost = findVirtualHost(cfg, req.host, req.port);
+    if (vhost === undefined && dst !== undefined) {
+      const found = findByOriginalDst(cfg, dst.host, dst.port);
+      // A call to one endpoint's own address stays with that endpoint, named by its service.
+      if (found?.endpoint === true) {
+        return { ...passthrough(req), labels: vhostLabels(found.vhost) };
+      }
+      vhost = found?.vhost;
+    }
     if (vhost === undefined) {
       if (cfg.outboundTrafficPolicy === "REGISTRY_ONLY") {
         return localReply(

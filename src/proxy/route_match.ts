@@ -78,6 +78,23 @@ export function findVirtualHost(
   return cfg.addresses.get(key);
 }
 
+/**
+ * The virtual host of a redirected connection's original destination: a
+ * ServiceEntry VIP at exactly that port, or (`endpoint` true) a STATIC
+ * endpoint's own address, whose traffic stays with that endpoint.
+ */
+export function findByOriginalDst(
+  cfg: RuntimeConfig,
+  host: string,
+  port: number,
+): { vhost: VirtualHost; endpoint: boolean } | undefined {
+  const key = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+  const vip = cfg.addresses.get(key);
+  if (vip !== undefined) return { vhost: vip, endpoint: false };
+  const ep = cfg.endpointAddresses.get(key);
+  return ep === undefined ? undefined : { vhost: ep, endpoint: true };
+}
+
 /** The protocol a service port declares (ServiceEntry ports[].protocol), or UNKNOWN. */
 export function declaredProtocol(vhost: VirtualHost): PortProtocol {
   const first = vhost.tcp?.clusters[0] ?? vhost.http[0]?.clusters[0];

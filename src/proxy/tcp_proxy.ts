@@ -16,7 +16,7 @@ import type { ConnInfo } from "./http1.ts";
 import type { Observer } from "./observe.ts";
 import { balancerFor } from "./balance.ts";
 import { connect } from "./pool.ts";
-import { findVirtualHost, pickCluster } from "./route_match.ts";
+import { findByOriginalDst, pickCluster } from "./route_match.ts";
 import { type DestinationLabels, UNKNOWN_DESTINATION, type Upstream } from "./target.ts";
 import { relay } from "./tcp_relay.ts";
 
@@ -99,6 +99,9 @@ export async function serveTcp(
       else if (toClient > 0 && !clientSpoke && detectionTimedOut && dst !== undefined) {
         // The server spoke first: next time, do not wait for the client.
         opts.memory.remember(dst.host, dst.port);
+        log.info("server-first destination remembered; later connections skip detection", {
+          destination: `${dst.host}:${dst.port}`,
+        });
         clientSpoke = true;
       }
       opts.metrics.tcpBytes(labels, toClient, fromClient);
@@ -123,7 +126,8 @@ export class OutboundTcpRouter implements TcpRouter {
       };
     }
     const cfg = this.getConfig();
-    const vhost = findVirtualHost(cfg, dst.host, dst.port);
+    const found = findByOriginalDst(cfg, dst.host, dst.port);
+    const vhost = found?.endpoint === false ? found.vhost : undefined;
     const wc = vhost?.tcp === undefined ? undefined : pickCluster(vhost.tcp, Math.random());
     if (vhost !== undefined && wc !== undefined) {
       const cluster = wc.cluster;

@@ -61,6 +61,8 @@ export interface ExecResult {
 export interface SpawnOptions {
   uid?: number;
   gid?: number;
+  /** Capabilities to keep as that uid, e.g. ["net_admin"]. */
+  caps?: string[];
   env?: Record<string, string>;
   cwd?: string;
 }
@@ -170,7 +172,13 @@ export async function hostExec(cmd: string[], opts: ExecOptions = {}): Promise<E
 }
 
 /** The argv that runs `cmd` in namespace `ns`, as `uid` when given. */
-export function nsArgv(ns: string, cmd: string[], opts: { uid?: number; gid?: number } = {}) {
+export function nsArgv(
+  ns: string,
+  cmd: string[],
+  opts: { uid?: number; gid?: number; caps?: string[] } = {},
+) {
+  // Capabilities kept across the uid change (e.g. net_admin for iptables) go in as ambient ones.
+  const caps = (opts.caps ?? []).map((c) => `+${c}`).join(",");
   const priv = opts.uid === undefined ? [] : [
     "setpriv",
     "--reuid",
@@ -178,6 +186,7 @@ export function nsArgv(ns: string, cmd: string[], opts: { uid?: number; gid?: nu
     "--regid",
     String(opts.gid ?? opts.uid),
     "--clear-groups",
+    ...(caps === "" ? [] : ["--inh-caps", caps, "--ambient-caps", caps]),
   ];
   return ["ip", "netns", "exec", ns, ...priv, ...cmd];
 }
