@@ -23,10 +23,13 @@ import type { ConnPool } from "../proxy/pool.ts";
 import { declaredProtocol, findByOriginalDst } from "../proxy/route_match.ts";
 import { OutboundTcpRouter, serveTcp } from "../proxy/tcp_proxy.ts";
 import type { Metrics } from "../telemetry/metrics.ts";
+import type { BufConn } from "../net/buf_conn.ts";
+import type { ConnInfo } from "../proxy/http1.ts";
 import { Listener } from "./listener.ts";
 
 export interface OutboundOptions {
-  address: string;
+  /** One listener per address (127.0.0.1, and ::1 when IPv6 traffic is captured). */
+  addresses: string[];
   port: number;
   getConfig(): RuntimeConfig;
   ownPorts: ReadonlySet<number>;
@@ -38,7 +41,7 @@ export interface OutboundOptions {
   tcpIdleTimeoutMs: number;
 }
 
-export function startOutbound(o: OutboundOptions): { listener: Listener; h2: Http2Engine } {
+export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: Http2Engine } {
   const router = new OutboundRouter({ getConfig: o.getConfig, ownPorts: o.ownPorts });
   const observer = { metrics: o.metrics, reporter: "source" as const, self: o.self };
   const h1 = { ...observer, router, pool: o.pool, explicitProxy: true };
@@ -51,7 +54,7 @@ export function startOutbound(o: OutboundOptions): { listener: Listener; h2: Htt
     idleTimeoutMs: o.tcpIdleTimeoutMs,
     memory,
   };
-  const listener = new Listener("outbound", o.address, o.port, async (c, info) => {
+  const handle = async (c: BufConn, info: ConnInfo): Promise<void> => {
     const dst = info.originalDst;
     if (dst !== undefined) {
       const found = findByOriginalDst(o.getConfig(), dst.host, dst.port);
@@ -81,6 +84,16 @@ export function startOutbound(o: OutboundOptions): { listener: Listener; h2: Htt
         )
           .catch(() => {});
     }
-  }, (n) => o.metrics.downstreamConnections.set({ listener: "outbound" }, n));
-  return { listener, h2 };
+  };
+  const count = (n: number) => o.metrics.downstreamConnections.set({ listener: "outbound" }, n);
+  const listeners: Listener[] = [];
+  try {
+    for (const address of o.addresses) {
+      listeners.push(new Listener("outbound", address, o.port, handle, count));
+    }
+  } catch (e) {
+    for (const l of listeners) l.close(0);
+    throw e;
+  }
+  return { listeners, h2 };
 }

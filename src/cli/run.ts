@@ -198,8 +198,14 @@ export async function runCommand(args: string[]): Promise<number> {
   };
   let outbound, inbound, admin;
   try {
+    // IPv6 capture redirects to [::1] and the pod's v6 address: listen there too.
+    const ipv6 = flags["ipv6"] === true;
+    const outboundAddress = flags["outbound-address"] as string;
+    const inboundAddress = flags["inbound-address"] as string;
     outbound = startOutbound({
-      address: flags["outbound-address"] as string,
+      addresses: ipv6 && outboundAddress === "127.0.0.1"
+        ? [outboundAddress, "::1"]
+        : [outboundAddress],
       port: ports.outbound,
       getConfig,
       ownPorts,
@@ -209,7 +215,7 @@ export async function runCommand(args: string[]): Promise<number> {
       ...timeouts,
     });
     inbound = startInbound({
-      address: flags["inbound-address"] as string,
+      address: ipv6 && inboundAddress === "0.0.0.0" ? "::" : inboundAddress,
       port: ports.inbound,
       appPort: flags["app-port"] as number | undefined,
       getConfig,
@@ -218,7 +224,7 @@ export async function runCommand(args: string[]): Promise<number> {
       self,
       ...timeouts,
     });
-    for (const l of [outbound.listener, inbound.listener]) ownPorts.add(l.addr.port);
+    for (const l of [...outbound.listeners, inbound.listener]) ownPorts.add(l.addr.port);
     admin = startAdmin({
       adminPort: ports.admin,
       statsPort: ports.stats,
@@ -229,7 +235,9 @@ export async function runCommand(args: string[]): Promise<number> {
         ready: () => true,
         describe: () => ({
           listeners: {
-            outbound: `${outbound!.listener.addr.hostname}:${outbound!.listener.addr.port}`,
+            outbound: outbound!.listeners.map((l: { addr: Deno.NetAddr }) =>
+              `${l.addr.hostname}:${l.addr.port}`
+            ),
             inbound: `${inbound!.listener.addr.hostname}:${inbound!.listener.addr.port}`,
           },
           lastReloadErrors: reloadErrors,
@@ -286,7 +294,7 @@ export async function runCommand(args: string[]): Promise<number> {
     } catch (e) {
       console.error(`remora: cannot install the capture rules: ${(e as Error).message}`);
       await watcher?.close();
-      await Promise.all([outbound.listener.close(0), inbound.listener.close(0)]);
+      await Promise.all([...outbound.listeners.map((l) => l.close(0)), inbound.listener.close(0)]);
       await admin.close();
       return 1;
     }
@@ -307,7 +315,7 @@ export async function runCommand(args: string[]): Promise<number> {
 
   const a = (l: { addr: Deno.NetAddr }) => `${l.addr.hostname}:${l.addr.port}`;
   console.log(`remora: config ${config.source} version ${config.version}`);
-  console.log(`remora: outbound listening on ${a(outbound.listener)}`);
+  for (const l of outbound.listeners) console.log(`remora: outbound listening on ${a(l)}`);
   console.log(`remora: inbound listening on ${a(inbound.listener)}`);
   for (const line of admin.describe()) console.log(`remora: ${line}`);
 
@@ -325,7 +333,10 @@ export async function runCommand(args: string[]): Promise<number> {
   await removeCapture();
   await watcher?.close();
   const drain = flags["drain-time"] as number;
-  await Promise.all([outbound.listener.close(drain), inbound.listener.close(drain)]);
+  await Promise.all([
+    ...outbound.listeners.map((l) => l.close(drain)),
+    inbound.listener.close(drain),
+  ]);
   outbound.h2.close();
   inbound.h2.close();
   pool.closeAll();

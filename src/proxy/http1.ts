@@ -206,6 +206,7 @@ class Exchange {
       method: head.method,
       path: target,
       host: hp.host,
+      authority,
       port: hp.port,
       scheme,
       header: (name) => getHeader(headers, name),
@@ -245,7 +246,7 @@ class Exchange {
     setHeader(
       headers,
       "host",
-      fwd.authority ?? (view.port === 80 ? view.host : `${view.host}:${view.port}`),
+      fwd.authority ?? view.authority,
     );
     if (getHeader(headers, "x-request-id") === undefined) {
       headers.push(["x-request-id", newRequestId()]);

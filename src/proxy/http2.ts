@@ -210,6 +210,7 @@ export class Http2Engine {
       method,
       path,
       host: hp.host,
+      authority,
       port: hp.port,
       scheme,
       header: (name) => {

@@ -18,6 +18,7 @@ import { balancerFor } from "./balance.ts";
 import {
   findByOriginalDst,
   findVirtualHost,
+  formatAuthority,
   matchRoute,
   pickCluster,
   type RequestView,
@@ -131,7 +132,7 @@ function pathOnly(path: string): string {
 }
 
 function hostHeader(req: RequestView): string {
-  return req.port === 80 ? req.host : `${req.host}:${req.port}`;
+  return formatAuthority(req.host, req.port);
 }
 
 function vhostLabels(v: VirtualHost): DestinationLabels {

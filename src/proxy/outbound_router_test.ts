@@ -15,6 +15,7 @@ function req(host: string, port: number, extra: Partial<RequestView> = {}): Requ
     method: "GET",
     path: "/",
     host,
+    authority: `${host}:${port}`,
     port,
     scheme: "http",
     header: () => undefined,

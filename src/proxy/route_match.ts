@@ -25,6 +25,8 @@ export interface RequestView {
   path: string;
   /** Host without port, lower-case. */
   host: string;
+  /** The authority as the client wrote it (Host header or absolute-form target). */
+  authority: string;
   port: number;
   scheme: string;
   /** Header value by lower-case name, or undefined. */
@@ -58,6 +60,12 @@ export function splitAuthority(
   if (host === "" || !Number.isInteger(port) || port < 1 || port > 65535) return undefined;
   if (!/^[A-Za-z0-9.\-_:%]+$/.test(host)) return undefined;
   return { host: host.toLowerCase(), port };
+}
+
+/** "host:port" as a Host header writes it: IPv6 in brackets, port 80 left out. */
+export function formatAuthority(host: string, port: number): string {
+  const h = host.includes(":") ? `[${host}]` : host;
+  return port === 80 ? h : `${h}:${port}`;
 }
 
 /** Finds the virtual host serving host:port, by name, wildcard, then address. */
@@ -135,7 +143,7 @@ function matches(m: RouteMatch, req: RequestView): boolean {
   if (m.scheme !== undefined && !test(m.scheme, req.scheme)) return false;
   if (
     m.authority !== undefined &&
-    !test(m.authority, req.port === 80 ? req.host : `${req.host}:${req.port}`)
+    !test(m.authority, formatAuthority(req.host, req.port))
   ) {
     return false;
   }

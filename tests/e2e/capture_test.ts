@@ -326,6 +326,76 @@ Deno.test({
           assert.equal(stripCounters((await pods.exec("d", ["iptables-save"])).stdout), before);
         },
       );
+
+      await t.step(
+        "IPv6: original destinations on both listeners, through run --capture --ipv6",
+        async () => {
+          const v6 = await createPods(["e", "f"]);
+          try {
+            const denoDir = await prepareDenoDir();
+            const f = v6.pod("f");
+            const www = await Deno.makeTempDir({ prefix: "remora-e2e-www6-" });
+            await Deno.writeTextFile(`${www}/name.txt`, "f");
+            await hostExec(["chmod", "-R", "a+rX", www]);
+            await v6.spawn("f", [
+              PYTHON3,
+              "-m",
+              "http.server",
+              "--bind",
+              "::",
+              "8080",
+              "--directory",
+              www,
+            ])
+              .waitForOutput("Serving HTTP");
+            const sidecars = ["e", "f"].map((n) =>
+              v6.spawn(n, remoraArgv(["run", "--capture", "--ipv6", "--workload", n]), {
+                uid: 1337,
+                caps: ["net_admin"],
+                env: { DENO_DIR: denoDir },
+                cwd: REPO_ROOT,
+              })
+            );
+            await Promise.all(
+              sidecars.map((s) => s.waitForOutput(/capture rules installed/, 60_000)),
+            );
+            const r = await v6.exec("e", [
+              "curl",
+              "-sS",
+              "--max-time",
+              "10",
+              `http://[${f.ip6}]:8080/name.txt`,
+            ]);
+            assert.equal(r.stdout, "f", r.stderr);
+            const scrape = async (pod: string) =>
+              (await v6.exec(pod, [
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "http://127.0.0.1:15020/stats/prometheus",
+              ]))
+                .stdout;
+            const atE = await scrape("e");
+            assert.ok(
+              sum(atE, "istio_requests_total", { reporter: "source", source_workload: "e" }) >= 1,
+              atE,
+            );
+            const atF = await scrape("f");
+            assert.ok(
+              sum(atF, "istio_requests_total", {
+                reporter: "destination",
+                destination_workload: "f",
+              }) >= 1,
+              atF,
+            );
+            await Promise.all(sidecars.map((s) => s.stop(10_000)));
+            assert.doesNotMatch((await v6.exec("e", ["ip6tables-save"])).stdout, /REMORA_/);
+          } finally {
+            await v6.destroy();
+          }
+        },
+      );
     } finally {
       await pods.destroy();
     }
