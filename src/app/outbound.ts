@@ -7,7 +7,8 @@
  *     → detect, bounded by the detection timeout (detect.ts)
  *     → HTTP/1.x: http1.ts with OutboundRouter (absolute-form and CONNECT too)
  *     → HTTP/2 preface: http2.ts with OutboundRouter
- *     → TLS, opaque, or a silent client: tcp_proxy.ts with OutboundTcpRouter
+ *     → TLS: tcp_proxy.ts, routed by its SNI (tls_hello.ts), else by address
+ *     → opaque, or a silent client: tcp_proxy.ts with OutboundTcpRouter
  *       (redirected connections only; explicit-proxy clients must speak HTTP)
  *
  * Wiring only: every stage lives in src/proxy.
@@ -24,6 +25,7 @@ import { declaredProtocol, findByOriginalDst } from "../proxy/route_match.ts";
 import { OutboundTcpRouter, serveTcp } from "../proxy/tcp_proxy.ts";
 import type { Metrics } from "../telemetry/metrics.ts";
 import type { BufConn } from "../net/buf_conn.ts";
+import { parseSni } from "../net/tls_hello.ts";
 import type { ConnInfo } from "../proxy/http1.ts";
 import { Listener } from "./listener.ts";
 
@@ -73,17 +75,15 @@ export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: 
         return c.whenClosed;
       case "closed":
         return;
+      case "tls":
+        // TLS passes through untouched, routed by the server name it asks for.
+        if (dst !== undefined) return serveTcp(c, info, tcp, false, await readSni(c, o.detectionTimeoutMs));
+        break;
       default:
         if (dst !== undefined) return serveTcp(c, info, tcp, protocol === "timeout");
-        await writeLocal(
-          c,
-          400,
-          "remora: the outbound listener expects HTTP (set HTTP_PROXY to it)",
-          [],
-          false,
-        )
-          .catch(() => {});
     }
+    await writeLocal(c, 400, "remora: the outbound listener expects HTTP (set HTTP_PROXY to it)", [], false)
+      .catch(() => {});
   };
   const count = (n: number) => o.metrics.downstreamConnections.set({ listener: "outbound" }, n);
   const listeners: Listener[] = [];
@@ -96,4 +96,22 @@ export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: 
     throw e;
   }
   return { listeners, h2 };
+}
+
+/** The SNI of the ClientHello at the front of `c` (waiting at most `timeoutMs` for the record). */
+async function readSni(c: BufConn, timeoutMs: number): Promise<string | undefined> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const sni = parseSni(c.buf, c.start, c.end);
+    if (sni !== "more") return sni;
+    const left = until - Date.now();
+    if (left <= 0) return undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const more = await Promise.race([
+      c.fill(),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), left)),
+    ]);
+    clearTimeout(timer);
+    if (!more) return undefined;
+  }
 }

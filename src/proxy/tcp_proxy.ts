@@ -16,7 +16,7 @@ import type { ConnInfo } from "./http1.ts";
 import type { Observer } from "./observe.ts";
 import { balancerFor } from "./balance.ts";
 import { connect } from "./pool.ts";
-import { findByOriginalDst, pickCluster } from "./route_match.ts";
+import { findByOriginalDst, findVirtualHost, pickCluster } from "./route_match.ts";
 import { type DestinationLabels, UNKNOWN_DESTINATION, type Upstream } from "./target.ts";
 import { relay } from "./tcp_relay.ts";
 
@@ -29,7 +29,8 @@ export interface TcpTarget {
 export type TcpDecision = TcpTarget | { refuse: string; labels: DestinationLabels };
 
 export interface TcpRouter {
-  route(info: ConnInfo): TcpDecision;
+  /** `sni` is the server name of a TLS ClientHello, when the client sent one. */
+  route(info: ConnInfo, sni: string | undefined): TcpDecision;
 }
 
 export interface TcpProxyOptions extends Observer {
@@ -45,8 +46,9 @@ export async function serveTcp(
   info: ConnInfo,
   opts: TcpProxyOptions,
   detectionTimedOut: boolean,
+  sni?: string,
 ): Promise<void> {
-  const d = opts.router.route(info);
+  const d = opts.router.route(info, sni);
   const source = opts.reporter === "source";
   const record = (labels: DestinationLabels, endpoint: Endpoint | undefined, flags: string) => ({
     reporter: opts.reporter,
@@ -117,7 +119,7 @@ export async function serveTcp(
 export class OutboundTcpRouter implements TcpRouter {
   constructor(readonly getConfig: () => RuntimeConfig) {}
 
-  route(info: ConnInfo): TcpDecision {
+  route(info: ConnInfo, sni: string | undefined): TcpDecision {
     const dst = info.originalDst;
     if (dst === undefined) {
       return {
@@ -126,8 +128,10 @@ export class OutboundTcpRouter implements TcpRouter {
       };
     }
     const cfg = this.getConfig();
+    // TLS names its service (SNI); other TCP is known only by the address it went to.
     const found = findByOriginalDst(cfg, dst.host, dst.port);
-    const vhost = found?.endpoint === false ? found.vhost : undefined;
+    const vhost = (sni === undefined ? undefined : findVirtualHost(cfg, sni, dst.port)) ??
+      (found?.endpoint === false ? found.vhost : undefined);
     const wc = vhost?.tcp === undefined ? undefined : pickCluster(vhost.tcp, Math.random());
     if (vhost !== undefined && wc !== undefined) {
       const cluster = wc.cluster;
@@ -182,7 +186,7 @@ export class OutboundTcpRouter implements TcpRouter {
 export class InboundTcpRouter implements TcpRouter {
   constructor(readonly appPort: number | undefined) {}
 
-  route(info: ConnInfo): TcpDecision {
+  route(info: ConnInfo, _sni: string | undefined): TcpDecision {
     const port = info.originalDst?.port ?? this.appPort;
     if (port === undefined) return { refuse: "no app port", labels: UNKNOWN_DESTINATION };
     const upstream = { host: "127.0.0.1", port, endpoint: undefined };

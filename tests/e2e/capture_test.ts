@@ -90,6 +90,40 @@ async function startWorld(): Promise<World> {
     const greet3306 = pods.spawn("b", [PYTHON3, PEER, "greet-server", "0.0.0.0", "3306", "b"]);
     const echo = pods.spawn("b", [PYTHON3, PEER, "echo-server", "0.0.0.0", "9000"]);
     await Promise.all([greet, greet3306, echo].map((s) => s.waitForOutput("listening on")));
+    // TLS servers on b and c whose certificates name them, for SNI routing.
+    for (const p of [b!, c!]) {
+      const dir = `${www}/${p.name}`;
+      await hostExec([
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        `/CN=${p.name}`,
+        "-keyout",
+        `${dir}/tls.key`,
+        "-out",
+        `${dir}/tls.crt`,
+      ], { check: true });
+      await hostExec(["chmod", "-R", "a+rX", dir]);
+      pods.spawn(p.name, [
+        "openssl",
+        "s_server",
+        "-accept",
+        "8443",
+        "-cert",
+        `${dir}/tls.crt`,
+        "-key",
+        `${dir}/tls.key`,
+        "-www",
+      ]);
+    }
 
     // A's routes: a VIP in the pods' subnet, split 80/20 over b and c.
     const config = `${www}/a-mesh.yaml`;
@@ -123,6 +157,15 @@ spec:
     - route:
         - { destination: { host: web.mesh.internal, subset: v1 }, weight: 80 }
         - { destination: { host: web.mesh.internal, subset: v2 }, weight: 20 }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: tls }
+spec:
+  hosts: [tls.mesh.internal]
+  ports: [{ number: 8443, name: tls, protocol: TLS }]
+  resolution: STATIC
+  endpoints: [{ address: ${c!.ip}, labels: { app: c } }]
 `,
     );
     await hostExec(["chmod", "a+r", config]);
@@ -273,6 +316,31 @@ Deno.test({
           );
         },
       );
+
+      await t.step("TLS passes through untouched, routed by its SNI", async () => {
+        const hello = async (sni: string) => {
+          const r = await pods.exec("a", [
+            "openssl",
+            "s_client",
+            "-connect",
+            `${b!.ip}:8443`,
+            "-servername",
+            sni,
+            "-brief",
+          ], { stdin: "", timeoutMs: 15_000 });
+          return r.stdout + r.stderr;
+        };
+        // The name of a ServiceEntry routes to its endpoint (c), whatever address was dialled.
+        assert.match(await hello("tls.mesh.internal"), /Peer certificate: CN ?= ?c/);
+        // Any other name goes where the app sent it (b).
+        assert.match(await hello("other.example"), /Peer certificate: CN ?= ?b/);
+        const atA = await w.scrape("a");
+        assert.ok(
+          sum(atA, "istio_tcp_connections_opened_total", {
+            destination_service: "tls.mesh.internal",
+          }) >= 1,
+        );
+      });
 
       await t.step("an excluded port and an excluded CIDR bypass a's sidecar", async () => {
         const before = sum(await w.scrape("a"), "istio_requests_total", { reporter: "source" });
