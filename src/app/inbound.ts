@@ -41,7 +41,7 @@ export function startInbound(o: InboundOptions): { listener: Listener; h2: Http2
   const router = new InboundRouter({ getConfig: o.getConfig, appPort: o.appPort });
   const observer = { metrics: o.metrics, reporter: "destination" as const, self: o.self };
   const h1 = { ...observer, router, pool: o.pool, explicitProxy: false };
-  const h2 = new Http2Engine({ ...observer, router });
+  const h2 = new Http2Engine({ ...observer, router, connectTimeoutMs: o.connectTimeoutMs });
   const memory = new ServerFirstMemory();
   const tcp = {
     ...observer,

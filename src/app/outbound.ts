@@ -47,7 +47,7 @@ export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: 
   const router = new OutboundRouter({ getConfig: o.getConfig, ownPorts: o.ownPorts });
   const observer = { metrics: o.metrics, reporter: "source" as const, self: o.self };
   const h1 = { ...observer, router, pool: o.pool, explicitProxy: true };
-  const h2 = new Http2Engine({ ...observer, router });
+  const h2 = new Http2Engine({ ...observer, router, connectTimeoutMs: o.connectTimeoutMs });
   const memory = new ServerFirstMemory();
   const tcp = {
     ...observer,
@@ -77,12 +77,20 @@ export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: 
         return;
       case "tls":
         // TLS passes through untouched, routed by the server name it asks for.
-        if (dst !== undefined) return serveTcp(c, info, tcp, false, await readSni(c, o.detectionTimeoutMs));
+        if (dst !== undefined) {
+          return serveTcp(c, info, tcp, false, await readSni(c, o.detectionTimeoutMs));
+        }
         break;
       default:
         if (dst !== undefined) return serveTcp(c, info, tcp, protocol === "timeout");
     }
-    await writeLocal(c, 400, "remora: the outbound listener expects HTTP (set HTTP_PROXY to it)", [], false)
+    await writeLocal(
+      c,
+      400,
+      "remora: the outbound listener expects HTTP (set HTTP_PROXY to it)",
+      [],
+      false,
+    )
       .catch(() => {});
   };
   const count = (n: number) => o.metrics.downstreamConnections.set({ listener: "outbound" }, n);

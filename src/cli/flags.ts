@@ -64,7 +64,9 @@ export function parseFlags(args: readonly string[], specs: FlagSpecs): Parsed {
     else if (spec.kind === "bool") raw = "true";
     else {
       const next = args[++i];
-      if (next === undefined) throw new UsageError(`Flag --${name} needs a value`);
+      if (next === undefined || (next.startsWith("--") && next.length > 2)) {
+        throw new UsageError(`Flag --${name} needs a value`);
+      }
       raw = next;
     }
     flags[name] = convert(name, spec, raw, flags[name]);

@@ -214,6 +214,56 @@ async function relayChunked(src: BufConn, dst: BufConn): Promise<number> {
 }
 
 /**
+ * Relays a chunked body from `src` to `dst` as plain bytes, without its chunk
+ * framing and trailers: for HTTP/1.0 clients, which do not know chunked
+ * encoding (RFC 9112 6.1), where the body then ends with the connection.
+ * Consumes exactly the chunked message from `src`; returns the data bytes.
+ */
+export async function relayDechunked(src: BufConn, dst: BufConn): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const sizeLine = await _line(src);
+    const hex = sizeLine.split(";")[0]!.trim();
+    if (!/^[0-9a-fA-F]{1,15}$/.test(hex)) {
+      throw new SideError("src", `Malformed chunk size: "${sizeLine.slice(0, 20)}"`);
+    }
+    const size = parseInt(hex, 16);
+    if (size === 0) {
+      while ((await _line(src)) !== ""); // trailers, then the empty line
+      return total;
+    }
+    let remaining = size;
+    while (remaining > 0) {
+      if (src.buffered === 0 && !(await src.fill())) {
+        throw new SideError("src", "Connection closed inside a chunked body");
+      }
+      const n = Math.min(src.buffered, remaining);
+      await write(dst, src.buf.subarray(src.start, src.start + n));
+      src.consume(n);
+      remaining -= n;
+      total += n;
+    }
+    if ((await _line(src)) !== "") throw new SideError("src", "Chunk data longer than its size");
+  }
+}
+
+/** Reads one line (without CR LF) of chunked framing from `src`. */
+async function _line(src: BufConn): Promise<string> {
+  for (;;) {
+    const lf = src.buf.subarray(src.start, src.end).indexOf(10);
+    if (lf !== -1) {
+      let end = src.start + lf;
+      if (end > src.start && src.buf[end - 1] === 13) end--;
+      const line = String.fromCharCode(...src.buf.subarray(src.start, end));
+      src.consume(lf + 1);
+      return line;
+    }
+    if (src.buffered > 4096) throw new SideError("src", "Chunk size or trailer line too long");
+    if (!(await src.fill())) throw new SideError("src", "Connection closed inside a chunked body");
+  }
+}
+
+/**
  * Reads a whole length-framed body of at most `limit` bytes (for requests that
  * may be replayed) and consumes it from `src`. Returns undefined, consuming
  * nothing, when the body is chunked or larger than `limit`.

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { parseSni } from "./tls_hello.ts";
 
-const fixture = Deno.readFileSync(new URL("../../tests/testdata/client_hello_sni.bin", import.meta.url));
+const fixture = Deno.readFileSync(
+  new URL("../../tests/testdata/client_hello_sni.bin", import.meta.url),
+);
 
 Deno.test("SNI is read from a real ClientHello (openssl s_client -servername api.example.com)", () => {
   assert.equal(parseSni(fixture, 0, fixture.length), "api.example.com");

@@ -12,7 +12,7 @@
  * response byte has been sent; after that the client connection is closed.
  */
 
-import { preloadBody, relayBody, SideError } from "../http/h1_body.ts";
+import { preloadBody, relayBody, relayDechunked, SideError } from "../http/h1_body.ts";
 import {
   endToEndHeaders,
   findHeadEnd,
@@ -76,7 +76,7 @@ export async function serveHttp1(
         if (client.buffered > 0) {
           headEnd = findHeadEnd(client.buf, client.start, client.end);
           if (headEnd !== -1) break;
-          if (client.buffered > MAX_HEAD_BYTES) {
+          if (client.buffered >= MAX_HEAD_BYTES) {
             await writeLocal(client, 431, "remora: request head larger than 64 KiB", [], false);
             return;
           }
@@ -472,7 +472,11 @@ class Exchange {
     applyHeaderOps(headers, fwd.route?.responseHeaders);
     applyHeaderOps(headers, fwd.destination.responseHeaders);
     let keep = req.keepAlive && res.keepAlive && !upgraded;
-    if (res.framing.kind === "chunked") headers.push(["transfer-encoding", "chunked"]);
+    // An HTTP/1.0 client does not know chunked encoding: it gets the bare body,
+    // ended by closing the connection (RFC 9112 6.1).
+    const dechunk = req.minor === 0 && res.framing.kind === "chunked";
+    if (dechunk) keep = false;
+    else if (res.framing.kind === "chunked") headers.push(["transfer-encoding", "chunked"]);
     if (upgraded) headers.push(["connection", "upgrade"]);
     else if (!keep) headers.push(["connection", "close"]);
     else if (req.minor === 0) headers.push(["connection", "keep-alive"]);
@@ -508,7 +512,9 @@ class Exchange {
         this.#record(fwd.labels, a.up);
         return false;
       }
-      this.#responseBytes += await relayBody(a.conn, this.#client, framing);
+      this.#responseBytes += dechunk
+        ? await relayDechunked(a.conn, this.#client)
+        : await relayBody(a.conn, this.#client, framing);
     } catch (e) {
       a.conn.close();
       this.#flags.push(e instanceof SideError && e.side === "dst" ? "DC" : "UC");

@@ -12,7 +12,9 @@
  */
 
 import http2 from "node:http2";
+import type { Socket } from "node:net";
 import { Duplex } from "node:stream";
+import { GoawayFilter } from "../http/h2_goaway_filter.ts";
 import type { HeaderOps } from "../config/runtime.ts";
 import type { HeaderList } from "../http/h1_head.ts";
 import { log } from "../log.ts";
@@ -20,16 +22,28 @@ import type { BufConn } from "../net/buf_conn.ts";
 import type { ConnInfo } from "./http1.ts";
 import { observe, type Observer } from "./observe.ts";
 import { applyHeaderOps, backoffMs, newRequestId, retriesStatus, sleep } from "./policy.ts";
+import { connect } from "./pool.ts";
 import { type RequestView, splitAuthority } from "./route_match.ts";
 import type { Forward, HttpRouter, Upstream } from "./target.ts";
 
 export interface Http2Options extends Observer {
   router: HttpRouter;
+  connectTimeoutMs: number;
 }
 
-/** A Duplex over a BufConn: buffered bytes first, then reads as they come. */
-export function duplexOf(c: BufConn): Duplex {
+/**
+ * A Duplex over a BufConn (buffered bytes first, then reads as they come),
+ * for node:http2. The peer's GOAWAY frames are taken out of the byte stream
+ * and reported to `onGoaway` (see h2_goaway_filter.ts for why).
+ */
+export function duplexOf(
+  connecting: BufConn | Promise<BufConn>,
+  opts: { clientPreface: boolean; onGoaway?: () => void },
+): Duplex {
   let reading = false;
+  let conn: BufConn | undefined = connecting instanceof Promise ? undefined : connecting;
+  const ready = Promise.resolve(connecting);
+  const filter = new GoawayFilter(opts.clientPreface, opts.onGoaway);
   const d = new Duplex({
     // The peer's EOF ends our side too, so that the connection is closed and
     // released (a half-open h2 connection has nothing more to say).
@@ -38,6 +52,7 @@ export function duplexOf(c: BufConn): Duplex {
       if (reading) return;
       reading = true;
       (async () => {
+        const c = conn ?? await ready;
         for (;;) {
           if (c.buffered === 0 && !(await c.fill())) {
             d.push(null);
@@ -45,25 +60,28 @@ export function duplexOf(c: BufConn): Duplex {
           }
           const chunk = c.buf.slice(c.start, c.end);
           c.consume(chunk.length);
-          if (!d.push(chunk)) {
+          let more = true;
+          for (const piece of filter.push(chunk)) more = d.push(piece);
+          if (!more) {
             reading = false;
             return;
           }
         }
-      })();
+      })().catch((e) => d.destroy(e as Error));
     },
     write(chunk: Uint8Array, _enc, cb) {
-      c.writeAll(chunk).then(() => cb(), (e) => cb(e as Error));
+      (conn !== undefined ? conn.writeAll(chunk) : ready.then((c) => c.writeAll(chunk)))
+        .then(() => cb(), (e) => cb(e as Error));
     },
     final(cb) {
-      c.closeWrite();
-      cb();
+      ready.then((c) => c.closeWrite(), () => {}).finally(() => cb());
     },
     destroy(err, cb) {
-      c.close();
+      ready.then((c) => c.close(), () => {});
       cb(err);
     },
   });
+  ready.then((c) => conn = c, (e) => d.destroy(e as Error));
   return d;
 }
 
@@ -87,26 +105,11 @@ const HOP_BY_HOP = new Set([
   "host",
 ]);
 
-/**
- * Streams one HTTP/2 connection carries before remora ends it gracefully
- * (GOAWAY; clients open a new connection for later requests), like Envoy's
- * max_requests_per_connection. Deno 2.9's node:http2 aborts the whole
- * process when a peer closes a connection that carried more than about 100
- * streams (an nghttp2 assertion / free() in its session teardown); keeping
- * every connection below that, on both sides, avoids it.
- */
-export const MAX_STREAMS_PER_CONNECTION = 80;
+const ACTIVE = Symbol("remora.activeStreams");
+const DRAINING = Symbol("remora.draining");
 
-const STREAM_COUNT = Symbol("remora.streamCount");
-
-type Counted = { [STREAM_COUNT]?: number };
-
-/** Counts a stream on a session; true when the session has reached the limit. */
-function countStream(session: Counted): boolean {
-  const n = (session[STREAM_COUNT] ?? 0) + 1;
-  session[STREAM_COUNT] = n;
-  return n >= MAX_STREAMS_PER_CONNECTION;
-}
+/** Per upstream session: streams in flight, and whether the peer said GOAWAY. */
+type Tracked = http2.ClientHttp2Session & { [ACTIVE]?: number; [DRAINING]?: boolean };
 
 /** Serves HTTP/2 streams of one downstream connection. */
 export class Http2Engine {
@@ -118,11 +121,6 @@ export class Http2Engine {
     this.#opts = opts;
     this.#server = http2.createServer({ maxSessionMemory: 64 });
     this.#server.on("stream", (stream, headers) => {
-      const session = stream.session;
-      if (session !== undefined && countStream(session as Counted)) {
-        // GOAWAY now: streams already open finish, new ones go to a new connection.
-        session.close();
-      }
       const socket = stream.session?.socket as { [CONN_INFO]?: ConnInfo } | undefined;
       const info = socket?.[CONN_INFO] ?? UNKNOWN_CONN;
       this.#handle(stream, headers, info).catch((e) => {
@@ -134,7 +132,8 @@ export class Http2Engine {
   }
 
   serve(client: BufConn, info: ConnInfo): void {
-    const socket = duplexOf(client) as Duplex & { [CONN_INFO]?: ConnInfo };
+    // A client's GOAWAY only says it opens no more streams; it closes the connection next.
+    const socket = duplexOf(client, { clientPreface: true }) as Duplex & { [CONN_INFO]?: ConnInfo };
     socket[CONN_INFO] = info;
     socket.on("error", () => {});
     this.#server.emit("connection", socket);
@@ -147,27 +146,31 @@ export class Http2Engine {
 
   #session(up: Upstream): http2.ClientHttp2Session {
     const key = `${up.host}:${up.port}`;
-    let s = this.#sessions.get(key);
-    if (s !== undefined && !s.closed && !s.destroyed) {
-      if (countStream(s as Counted)) {
-        // Retire it: this stream is its last; it closes once its streams end.
-        this.#sessions.delete(key);
-        const retired = s;
-        setTimeout(() => retired.close(), 0);
-      }
-      return s;
-    }
+    const pooled = this.#sessions.get(key);
+    if (pooled !== undefined && !pooled.closed && !pooled.destroyed) return pooled;
     const host = up.host.includes(":") ? `[${up.host}]` : up.host;
-    s = http2.connect(`http://${host}:${up.port}`);
-    const session = s;
+    let session: Tracked | undefined;
     const drop = () => {
-      if (this.#sessions.get(key) === session) this.#sessions.delete(key);
+      if (session !== undefined && this.#sessions.get(key) === session) this.#sessions.delete(key);
     };
-    s.on("error", drop);
-    s.on("close", drop);
-    s.on("goaway", drop);
-    this.#sessions.set(key, s);
-    return s;
+    session = http2.connect(`http://${host}:${up.port}`, {
+      // remora's own socket, so that the upstream's GOAWAY is seen here and not by node:http2.
+      createConnection: () =>
+        duplexOf(connect(up.host, up.port, this.#opts.connectTimeoutMs), {
+          clientPreface: false,
+          onGoaway: () => {
+            // The upstream takes no new streams here: new requests get a new session,
+            // and this one closes when its last stream ends.
+            drop();
+            session![DRAINING] = true;
+            if ((session![ACTIVE] ?? 0) === 0) session!.close();
+          },
+        }) as unknown as Socket,
+    }) as Tracked;
+    session.on("error", drop);
+    session.on("close", drop);
+    this.#sessions.set(key, session);
+    return session;
   }
 
   async #handle(
@@ -357,6 +360,13 @@ export class Http2Engine {
       }
       let responded = false;
       const ureq = session.request(out, { endStream: o.replayable });
+      // A session the upstream is draining closes once its last stream is done.
+      const tracked = session as Tracked;
+      tracked[ACTIVE] = (tracked[ACTIVE] ?? 0) + 1;
+      ureq.on("close", () => {
+        tracked[ACTIVE] = (tracked[ACTIVE] ?? 1) - 1;
+        if (tracked[DRAINING] === true && tracked[ACTIVE] === 0 && !session.closed) session.close();
+      });
       const timer = Number.isFinite(o.perTryMs)
         ? setTimeout(() => {
           ureq.close(http2.constants.NGHTTP2_CANCEL);

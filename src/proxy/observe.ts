@@ -50,7 +50,8 @@ export function observe(o: Observer, x: ExchangeFacts): void {
     requestProtocol: x.grpc ? "grpc" : "http",
     grpcResponseStatus: x.grpcStatus,
     responseFlags: x.flags.length === 0 ? "-" : [...new Set(x.flags)].join(","),
-    connectionSecurityPolicy: "none",
+    // As in Istio: the caller's side cannot know how the callee received it.
+    connectionSecurityPolicy: source ? "unknown" : "none",
     durationMs: performance.now() - x.startMs,
     requestBytes: x.requestBytes,
     responseBytes: x.responseBytes,

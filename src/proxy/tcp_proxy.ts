@@ -62,7 +62,7 @@ export async function serveTcp(
     destinationServiceName: labels.serviceName,
     destinationServiceNamespace: labels.serviceNamespace,
     responseFlags: flags,
-    connectionSecurityPolicy: "none" as const,
+    connectionSecurityPolicy: source ? "unknown" as const : "none" as const,
   });
   if ("refuse" in d) {
     log.debug("TCP connection refused", { reason: d.refuse });

@@ -14,7 +14,6 @@
  */
 
 import assert from "node:assert/strict";
-import { MAX_STREAMS_PER_CONNECTION } from "../../src/proxy/http2.ts";
 import {
   curl,
   exec,
@@ -149,10 +148,8 @@ Deno.test("h2c: many concurrent streams on one connection all succeed", async ()
       assert.match(h.stdout, /status codes: 160 2xx, 0 3xx, 0 4xx, 0 5xx/);
     }
     assert.equal(up!.requests, 340);
-    // Upstream HTTP/2 sessions are pooled, not one per request: a session is
-    // retired after MAX_STREAMS_PER_CONNECTION streams (one per listener at a time).
-    const most = 2 * Math.ceil(340 / MAX_STREAMS_PER_CONNECTION);
-    assert.ok(up!.sessions <= most, `upstream sessions: ${up!.sessions}, expected at most ${most}`);
+    // Upstream HTTP/2 sessions are pooled: one per listener, not one per request.
+    assert.ok(up!.sessions <= 2, `upstream sessions: ${up!.sessions}`);
   });
 });
 
@@ -338,16 +335,13 @@ spec:
   });
 });
 
-Deno.test("h2c: remora survives a client that sends 300 requests on one connection", async () => {
-  // Deno 2.9.6's node:http2 server aborts the whole process ("free(): invalid
+Deno.test("h2c: remora survives clients that send 300 requests on one connection and say GOAWAY", async () => {
+  // Deno 2.9.6's node:http2 aborts the whole process ("free(): invalid
   // pointer" or nghttp2's assertion `stream->closed_next == NULL` in
-  // find_stream_on_goaway_func) when a client that has used more than about
-  // 100 streams on one connection closes it. A bare node:http2 server in Deno
-  // shows it too; Node 20 does not. remora must not die of it: it ends each
-  // connection with GOAWAY after MAX_STREAMS_PER_CONNECTION streams. h2load
-  // does not reconnect after a GOAWAY, so it sees that many succeed and the
-  // rest fail; clients that do reconnect (gRPC) see every call succeed
-  // (grpc_test.ts).
+  // find_stream_on_goaway_func) when a GOAWAY arrives on a session that
+  // carried many streams, as h2load's does when it is done. A bare
+  // node:http2 server in Deno shows it too; Node 20 does not. remora keeps
+  // received GOAWAY frames away from node:http2 (h2_goaway_filter.ts).
   await withSetup({}, async (r) => {
     const h = await exec("h2load", [
       "-n",
@@ -360,8 +354,7 @@ Deno.test("h2c: remora survives a client that sends 300 requests on one connecti
     ], {
       timeoutMs: 30_000,
     });
-    const succeeded = Number(/(\d+) succeeded/.exec(h.stdout)?.[1] ?? "0");
-    assert.ok(succeeded >= MAX_STREAMS_PER_CONNECTION, h.stdout);
+    assert.match(h.stdout, /requests: 300 total, 300 started, 300 done, 300 succeeded, 0 failed/);
     await new Promise((res) => setTimeout(res, 300));
     const after = await curl([...H2, `http://127.0.0.1:${r.inbound}/after`]);
     assert.equal(after.status, 200, `remora died:\n${r.stderr()}`);

@@ -395,3 +395,72 @@ Deno.test("the inbound listener forwards to the app port", async () => {
     await u.close();
   }
 });
+
+Deno.test("an HTTP/1.0 client gets a body without chunked framing, ended by close", async () => {
+  await withProxy(async (r, u) => {
+    const c = await RawConn.open(r.outbound);
+    try {
+      // The upstream answers chunked (node:http streams JSON to an HTTP/1.1 request).
+      await c.write(`GET http://127.0.0.1:${u.port}/ten HTTP/1.0\r\n\r\n`);
+      const res = await c.readResponse();
+      assert.equal(res.status, 200);
+      assert.equal(res.header("transfer-encoding"), undefined);
+      assert.equal((JSON.parse(res.text) as Echo).url, "/ten");
+      assert.ok(await c.closedByPeer());
+    } finally {
+      c.close();
+    }
+    // A 1.0 request with keep-alive still gets a whole, parsable response.
+    const d = await RawConn.open(r.outbound);
+    try {
+      await d.write(
+        `GET http://127.0.0.1:${u.port}/bytes/100000 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n`,
+      );
+      const res = await d.readResponse();
+      assert.equal(res.status, 200);
+      assert.equal(res.body.length, 100_000);
+    } finally {
+      d.close();
+    }
+  });
+});
+
+Deno.test("pipelined requests are answered in order", async () => {
+  await withProxy(async (r, u) => {
+    const c = await RawConn.open(r.outbound);
+    try {
+      const get = (p: string) => `GET http://127.0.0.1:${u.port}${p} HTTP/1.1\r\nHost: x\r\n\r\n`;
+      await c.write(
+        get("/a") +
+          `POST http://127.0.0.1:${u.port}/b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc` +
+          get("/delay/100") + get("/c"),
+      );
+      const urls = [];
+      for (let i = 0; i < 4; i++) {
+        const res = await c.readResponse();
+        assert.equal(res.status, 200);
+        urls.push(res.text.startsWith("{") ? (JSON.parse(res.text) as Echo).url : res.text.trim());
+      }
+      assert.deepEqual(urls, ["/a", "/b", "delayed 100 from u1", "/c"]);
+    } finally {
+      c.close();
+    }
+  });
+});
+
+Deno.test("a request head of 64 KiB or more gets 431 from remora", async () => {
+  await withProxy(async (r, u) => {
+    const c = await RawConn.open(r.outbound, 5000);
+    try {
+      // Exactly 64 KiB with no end of head: everything sent is read, so no reset races the reply.
+      const start = `GET http://127.0.0.1:${u.port}/big HTTP/1.1\r\nHost: x\r\nX-Big: `;
+      await c.write(start + "a".repeat(64 * 1024 - start.length));
+      const res = await c.readResponse();
+      assert.equal(res.status, 431);
+      assert.match(res.text, /request head larger than 64 KiB/);
+    } finally {
+      c.close();
+    }
+    assert.equal(u.requests, 0);
+  });
+});
