@@ -6,6 +6,7 @@
  * each command returns its own exit code otherwise.
  */
 
+import { caCommand } from "./src/cli/ca.ts";
 import { UsageError } from "./src/cli/flags.ts";
 import { iptablesCommand } from "./src/cli/iptables.ts";
 import { runCommand } from "./src/cli/run.ts";
@@ -20,6 +21,7 @@ Commands:
   run        Run the sidecar (outbound and inbound proxy, admin, metrics)
   validate   Check Istio YAML config files: remora validate FILE...
   iptables   Transparent capture rules: remora iptables install|uninstall|print
+  ca         Certificate authority for SPIFFE identities: remora ca init|issue
   version    Print the version
 
 Run "remora <command> --help" for a command's flags.`;
@@ -33,6 +35,8 @@ async function main(args: string[]): Promise<number> {
       return await validateCommand(rest);
     case "iptables":
       return await iptablesCommand(rest);
+    case "ca":
+      return await caCommand(rest);
     case "version":
       if (rest.includes("--help") || rest.includes("-h")) {
         console.log("Usage: remora version\n\nPrints remora's version.");

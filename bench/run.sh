@@ -209,3 +209,9 @@ if [ -s "$NOTES" ]; then sed 's/^/note: /' "$NOTES"; fi
 if [ "$REMORA_UP" != 1 ] || grep -q '^remora-.* unreachable' "$RESULTS"; then echo "remora stderr/stdout log: $REMORA_LOG"; fi
 echo "RSS MB: max RSS of the proxy process (nginx: its worker) sampled every 0.5 s during wrk; raw outputs in $W"
 echo "reproduce: deno task bench   (env DUR=$DUR seconds per run, WORK=$W)"
+
+# Tracing cost (off vs 1% vs 100% sampling, same run): bench/tracing.sh. TRACING_BENCH=0 skips it.
+if [ "${TRACING_BENCH:-1}" != 0 ]; then
+  echo
+  DUR=$DUR WORK="$W/tracing" bash "$ROOT/bench/tracing.sh"
+fi

@@ -13,6 +13,7 @@
 import type { RuntimeConfig } from "../config/runtime.ts";
 import { getLevel, isLevel, LEVELS, log, setLevel } from "../log.ts";
 import type { Metrics } from "../telemetry/metrics.ts";
+import { describeResilience } from "../proxy/resilience_dump.ts";
 
 export interface AdminState {
   getConfig(): RuntimeConfig;
@@ -56,6 +57,7 @@ export function configDump(state: AdminState): Record<string, unknown> {
         labels: e.labels,
         ...(e.serviceAccount === undefined ? {} : { serviceAccount: e.serviceAccount }),
       })),
+      ...describeResilience(c),
     })),
     ...state.describe(),
   };

@@ -3,7 +3,11 @@
  *
  *   accept + original destination (listener.ts)
  *     → skip detection for server-first ports and remembered destinations
+ *       (only where mTLS is off: mesh clients always speak first)
  *     → detect, bounded by the detection timeout (detect.ts)
+ *     → TLS with the mesh's ALPN, or any TLS under STRICT: mTLS terminated
+ *       (tls/mtls.ts), peer identity kept, then the stages below on the
+ *       decrypted stream; plaintext under STRICT: refused
  *     → HTTP/1.x: http1.ts with InboundRouter → the app on 127.0.0.1
  *     → HTTP/2 preface: http2.ts with InboundRouter
  *     → anything else: tcp_proxy.ts with InboundTcpRouter → the app
@@ -22,6 +26,13 @@ import type { SelfInfo } from "../proxy/observe.ts";
 import type { ConnPool } from "../proxy/pool.ts";
 import { InboundTcpRouter, serveTcp } from "../proxy/tcp_proxy.ts";
 import type { Metrics } from "../telemetry/metrics.ts";
+import type { Telemetry } from "../telemetry/tracing.ts";
+import { log } from "../log.ts";
+import type { BufConn } from "../net/buf_conn.ts";
+import { readClientHello } from "../net/tls_hello.ts";
+import type { Protocol } from "../proxy/detect.ts";
+import type { ConnInfo } from "../proxy/http1.ts";
+import { MESH_ALPN, type MeshIdentity, type PeerInfo, terminate } from "../tls/mtls.ts";
 import { Listener } from "./listener.ts";
 
 export interface InboundOptions {
@@ -32,30 +43,61 @@ export interface InboundOptions {
   metrics: Metrics;
   pool: ConnPool;
   self: SelfInfo;
+  /** Tracing and access logs (telemetry/tracing.ts); none when absent. */
+  telemetry?: Telemetry | undefined;
   detectionTimeoutMs: number;
   connectTimeoutMs: number;
   tcpIdleTimeoutMs: number;
+  /** This workload's mesh identity; without one, inbound TLS is passed to the app untouched. */
+  identity: MeshIdentity | undefined;
+  /** PeerAuthentication mode for a port of this workload. */
+  peerAuthMode(port: number): "STRICT" | "PERMISSIVE" | "DISABLE";
 }
 
 export function startInbound(o: InboundOptions): { listener: Listener; h2: Http2Engine } {
   const router = new InboundRouter({ getConfig: o.getConfig, appPort: o.appPort });
-  const observer = { metrics: o.metrics, reporter: "destination" as const, self: o.self };
+  const observer = {
+    metrics: o.metrics,
+    reporter: "destination" as const,
+    self: o.self,
+    telemetry: o.telemetry?.hook("destination"),
+  };
   const h1 = { ...observer, router, pool: o.pool, explicitProxy: false };
-  const h2 = new Http2Engine({ ...observer, router, connectTimeoutMs: o.connectTimeoutMs });
+  const h2 = new Http2Engine({ ...observer, router, pool: o.pool });
   const memory = new ServerFirstMemory();
   const tcp = {
     ...observer,
-    router: new InboundTcpRouter(o.appPort),
-    connectTimeoutMs: o.connectTimeoutMs,
+    router: new InboundTcpRouter(o.appPort, o.getConfig),
+    pool: o.pool,
     idleTimeoutMs: o.tcpIdleTimeoutMs,
     memory,
   };
-  const listener = new Listener("inbound", o.address, o.port, async (c, info) => {
-    const port = info.originalDst?.port ?? o.appPort;
-    if (port !== undefined && (SERVER_FIRST_PORTS.has(port) || memory.has("127.0.0.1", port))) {
+  const handle = async (c: BufConn, info: ConnInfo): Promise<void> => {
+    const port = info.originalDst?.port ?? o.appPort ?? 0;
+    const identity = o.identity;
+    const mode = identity === undefined ? "DISABLE" : o.peerAuthMode(port);
+    // Mesh clients speak first (TLS), so a server-first port skips detection only without mTLS.
+    if (mode === "DISABLE" && (SERVER_FIRST_PORTS.has(port) || memory.has("127.0.0.1", port))) {
       return serveTcp(c, info, tcp, false);
     }
     const protocol = await detectWithin(c, o.detectionTimeoutMs);
+    if (protocol === "closed") return;
+    if (protocol === "tls" && identity !== undefined && mode !== "DISABLE") {
+      const hello = await readClientHello(c, o.detectionTimeoutMs);
+      const mesh = hello?.alpn.some((a) => MESH_ALPN.includes(a)) ?? false;
+      // PERMISSIVE: TLS that is not the mesh's (the app's own) goes to the app untouched.
+      if (mode === "STRICT" || mesh) return serveMtls(c, info, identity);
+    } else if (mode === "STRICT") {
+      log.debug("plaintext refused: PeerAuthentication STRICT", { port, client: info.remoteAddr });
+      return;
+    }
+    return serveDetected(c, info, protocol);
+  };
+  const serveDetected = (
+    c: BufConn,
+    info: ConnInfo,
+    protocol: Protocol | "timeout",
+  ): Promise<void> => {
     switch (protocol) {
       case "http1":
         return serveHttp1(c, info, h1);
@@ -63,10 +105,43 @@ export function startInbound(o: InboundOptions): { listener: Listener; h2: Http2
         h2.serve(c, info);
         return c.whenClosed;
       case "closed":
-        return;
+        return Promise.resolve();
       default:
         return serveTcp(c, info, tcp, protocol === "timeout");
     }
-  }, (n) => o.metrics.downstreamConnections.set({ listener: "inbound" }, n));
+  };
+  const serveMtls = async (c: BufConn, info: ConnInfo, identity: MeshIdentity): Promise<void> => {
+    let inner: { conn: BufConn; peer: PeerInfo };
+    try {
+      inner = await terminate(c, identity, { requireClientCert: true, timeoutMs: 10_000 });
+    } catch (e) {
+      o.metrics.tlsHandshakeFailed("inbound");
+      log.info("inbound mTLS handshake refused", {
+        client: info.remoteAddr,
+        error: (e as Error).message,
+      });
+      return;
+    }
+    try {
+      const withPeer: ConnInfo = { ...info, peer: inner.peer };
+      const alpn = inner.peer.alpn;
+      if (alpn.endsWith("h2")) return await serveDetected(inner.conn, withPeer, "h2");
+      if (alpn.includes("http/1")) return await serveDetected(inner.conn, withPeer, "http1");
+      return await serveDetected(
+        inner.conn,
+        withPeer,
+        await detectWithin(inner.conn, o.detectionTimeoutMs),
+      );
+    } finally {
+      inner.conn.close();
+    }
+  };
+  const listener = new Listener(
+    "inbound",
+    o.address,
+    o.port,
+    handle,
+    (n) => o.metrics.downstreamConnections.set({ listener: "inbound" }, n),
+  );
   return { listener, h2 };
 }

@@ -24,8 +24,9 @@ import type { ConnPool } from "../proxy/pool.ts";
 import { declaredProtocol, findByOriginalDst } from "../proxy/route_match.ts";
 import { OutboundTcpRouter, serveTcp } from "../proxy/tcp_proxy.ts";
 import type { Metrics } from "../telemetry/metrics.ts";
+import type { Telemetry } from "../telemetry/tracing.ts";
 import type { BufConn } from "../net/buf_conn.ts";
-import { parseSni } from "../net/tls_hello.ts";
+import { readClientHello } from "../net/tls_hello.ts";
 import type { ConnInfo } from "../proxy/http1.ts";
 import { Listener } from "./listener.ts";
 
@@ -38,6 +39,8 @@ export interface OutboundOptions {
   metrics: Metrics;
   pool: ConnPool;
   self: SelfInfo;
+  /** Tracing and access logs (telemetry/tracing.ts); none when absent. */
+  telemetry?: Telemetry | undefined;
   detectionTimeoutMs: number;
   connectTimeoutMs: number;
   tcpIdleTimeoutMs: number;
@@ -45,14 +48,19 @@ export interface OutboundOptions {
 
 export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: Http2Engine } {
   const router = new OutboundRouter({ getConfig: o.getConfig, ownPorts: o.ownPorts });
-  const observer = { metrics: o.metrics, reporter: "source" as const, self: o.self };
+  const observer = {
+    metrics: o.metrics,
+    reporter: "source" as const,
+    self: o.self,
+    telemetry: o.telemetry?.hook("source"),
+  };
   const h1 = { ...observer, router, pool: o.pool, explicitProxy: true };
-  const h2 = new Http2Engine({ ...observer, router, connectTimeoutMs: o.connectTimeoutMs });
+  const h2 = new Http2Engine({ ...observer, router, pool: o.pool });
   const memory = new ServerFirstMemory();
   const tcp = {
     ...observer,
     router: new OutboundTcpRouter(o.getConfig),
-    connectTimeoutMs: o.connectTimeoutMs,
+    pool: o.pool,
     idleTimeoutMs: o.tcpIdleTimeoutMs,
     memory,
   };
@@ -78,7 +86,13 @@ export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: 
       case "tls":
         // TLS passes through untouched, routed by the server name it asks for.
         if (dst !== undefined) {
-          return serveTcp(c, info, tcp, false, await readSni(c, o.detectionTimeoutMs));
+          return serveTcp(
+            c,
+            info,
+            tcp,
+            false,
+            (await readClientHello(c, o.detectionTimeoutMs))?.sni,
+          );
         }
         break;
       default:
@@ -104,22 +118,4 @@ export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: 
     throw e;
   }
   return { listeners, h2 };
-}
-
-/** The SNI of the ClientHello at the front of `c` (waiting at most `timeoutMs` for the record). */
-async function readSni(c: BufConn, timeoutMs: number): Promise<string | undefined> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const sni = parseSni(c.buf, c.start, c.end);
-    if (sni !== "more") return sni;
-    const left = until - Date.now();
-    if (left <= 0) return undefined;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const more = await Promise.race([
-      c.fill(),
-      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), left)),
-    ]);
-    clearTimeout(timer);
-    if (!more) return undefined;
-  }
 }

@@ -10,11 +10,26 @@ import { startAdmin } from "../app/admin_servers.ts";
 import { startInbound } from "../app/inbound.ts";
 import { startOutbound } from "../app/outbound.ts";
 import type { RuntimeConfig } from "../config/runtime.ts";
-import { ConfigWatcher, loadConfigFiles, loadEmbeddedDefault } from "../config/source.ts";
+import {
+  ConfigWatcher,
+  loadConfigFiles,
+  loadEmbeddedDefault,
+  type Workload,
+} from "../config/source.ts";
 import { formatConfigError } from "../config/validate.ts";
 import { isLevel, log, setLevel } from "../log.ts";
+import {
+  expiryWarnings,
+  type Identity,
+  IdentityWatcher,
+  loadIdentity,
+} from "../identity/identity.ts";
+import { MeshIdentity } from "../tls/mtls.ts";
+import { peerAuthMode } from "../security/peer_auth.ts";
 import { ConnPool } from "../proxy/pool.ts";
 import { Metrics } from "../telemetry/metrics.ts";
+import { Telemetry } from "../telemetry/tracing.ts";
+import { TELEMETRY_FLAGS, telemetryFlags } from "./telemetry_flags.ts";
 import { type FlagSpecs, helpText, parseFlags, UsageError } from "./flags.ts";
 import { CAPTURE_FLAGS, captureOptionsFromFlags } from "./iptables.ts";
 import { type CaptureOptions, install, uninstall } from "../capture/iptables.ts";
@@ -64,6 +79,18 @@ export const RUN_FLAGS: FlagSpecs = {
     default: "unknown",
     help: "The workload's name, for metrics",
   },
+  labels: {
+    kind: "list",
+    arg: "K=V,...",
+    help:
+      "The workload's labels, for policy selectors and sourceLabels matches (e.g. app=b,version=v1)",
+  },
+  "identity-dir": {
+    kind: "string",
+    arg: "DIR",
+    help:
+      "The workload's mTLS identity: cert-chain.pem, key.pem, root-cert.pem (watched; rotated without restart)",
+  },
   "connect-timeout": {
     kind: "duration",
     arg: "DURATION",
@@ -95,6 +122,7 @@ export const RUN_FLAGS: FlagSpecs = {
     default: "info",
     help: "debug, info, warn, error or off",
   },
+  ...TELEMETRY_FLAGS,
   capture: {
     kind: "bool",
     default: false,
@@ -124,6 +152,7 @@ export async function runCommand(args: string[]): Promise<number> {
     throw new UsageError(`Flag --log-level takes debug, info, warn, error or off, got "${level}"`);
   }
   setLevel(level);
+  const tracingFlags = telemetryFlags(flags);
 
   const capture = flags["capture"] === true;
   if (capture) {
@@ -156,12 +185,29 @@ export async function runCommand(args: string[]): Promise<number> {
     }
   }
 
+  const workload: Workload = {
+    namespace: flags["namespace"] as string,
+    labels: parseLabels((flags["labels"] as string[] | undefined) ?? []),
+  };
+  const identityDir = flags["identity-dir"] as string | undefined;
+  let identity: Identity | undefined;
+  if (identityDir !== undefined) {
+    try {
+      identity = await loadIdentity(identityDir);
+    } catch (e) {
+      console.error(
+        `remora: identity in ${identityDir} was refused; not starting: ${(e as Error).message}`,
+      );
+      return 1;
+    }
+  }
+
   const configPath = flags["config"] as string | undefined;
   let config: RuntimeConfig;
   if (configPath === undefined) {
-    config = loadEmbeddedDefault();
+    config = loadEmbeddedDefault(workload);
   } else {
-    const loaded = await loadConfigFiles([configPath]);
+    const loaded = await loadConfigFiles([configPath], workload);
     if (!loaded.ok) {
       for (const e of loaded.errors) console.error(formatConfigError(e));
       console.error(`remora: config ${configPath} was refused; not starting`);
@@ -187,9 +233,21 @@ export async function runCommand(args: string[]): Promise<number> {
     stats: flags["stats-port"] as number,
     health: flags["health-port"] as number,
   };
-  const self = { workload: flags["workload"] as string, namespace: flags["namespace"] as string };
-  const pool = new ConnPool({ connectTimeoutMs: flags["connect-timeout"] as number });
+  const mesh = identity === undefined ? undefined : new MeshIdentity(identity);
+  const identityWatch = identityDir === undefined || identity === undefined
+    ? undefined
+    : watchIdentity(identityDir, identity, mesh!, metrics);
+  const self = {
+    workload: flags["workload"] as string,
+    namespace: flags["namespace"] as string,
+    principal: () => mesh?.material.spiffeId,
+  };
+  const pool = new ConnPool({
+    connectTimeoutMs: flags["connect-timeout"] as number,
+    identity: mesh,
+  });
   const ownPorts = new Set<number>(Object.values(ports).filter((p) => p !== 0));
+  const telemetry = new Telemetry({ getConfig, metrics, self, ...tracingFlags });
 
   const timeouts = {
     detectionTimeoutMs: flags["detection-timeout"] as number,
@@ -212,16 +270,20 @@ export async function runCommand(args: string[]): Promise<number> {
       metrics,
       pool,
       self,
+      telemetry,
       ...timeouts,
     });
     inbound = startInbound({
       address: ipv6 && inboundAddress === "0.0.0.0" ? "::" : inboundAddress,
       port: ports.inbound,
       appPort: flags["app-port"] as number | undefined,
+      identity: mesh,
+      peerAuthMode: (port) => peerAuthModeOf(config, port),
       getConfig,
       metrics,
       pool,
       self,
+      telemetry,
       ...timeouts,
     });
     for (const l of [...outbound.listeners, inbound.listener]) ownPorts.add(l.addr.port);
@@ -256,6 +318,7 @@ export async function runCommand(args: string[]): Promise<number> {
   let watcher: ConfigWatcher | undefined;
   if (configPath !== undefined) {
     watcher = new ConfigWatcher(configPath, {
+      workload,
       currentVersion: config.version,
       onConfig(c) {
         setActive(c);
@@ -332,6 +395,7 @@ export async function runCommand(args: string[]): Promise<number> {
   // Stop redirecting first, then let what is in flight finish.
   await removeCapture();
   await watcher?.close();
+  await identityWatch?.close();
   const drain = flags["drain-time"] as number;
   await Promise.all([
     ...outbound.listeners.map((l) => l.close(drain)),
@@ -340,6 +404,66 @@ export async function runCommand(args: string[]): Promise<number> {
   outbound.h2.close();
   inbound.h2.close();
   pool.closeAll();
+  // Spans still queued get one last, bounded, chance to leave.
+  await telemetry.close();
   await admin.close();
   return 0;
+}
+
+/** Parses --labels k=v,k2=v2. */
+function parseLabels(items: string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const item of items) {
+    const eq = item.indexOf("=");
+    if (eq <= 0) throw new UsageError(`Flag --labels takes key=value pairs, got "${item}"`);
+    labels[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return labels;
+}
+
+/** The PeerAuthentication mode of a port (PERMISSIVE, Istio's default, when no policy says otherwise). */
+function peerAuthModeOf(config: RuntimeConfig, port: number): "STRICT" | "PERMISSIVE" | "DISABLE" {
+  return peerAuthMode(config.security, port);
+}
+
+/**
+ * Watches the identity directory: a good new set is swapped in for new
+ * connections (open ones keep theirs), a broken one is refused and counted,
+ * and expiry is warned about ahead of time.
+ */
+function watchIdentity(
+  dir: string,
+  first: Identity,
+  mesh: MeshIdentity,
+  metrics: Metrics,
+): { close(): Promise<void> } {
+  const expiry = (id: Identity) => {
+    metrics.setIdentityCertExpiry(id.notAfter);
+    for (const w of expiryWarnings(id)) log.warn(w, { identity: id.spiffeId });
+  };
+  expiry(first);
+  const timer = setInterval(() => expiry(mesh.material as Identity), 60_000);
+  const watcher = new IdentityWatcher(dir, {
+    current: first,
+    onIdentity(id) {
+      mesh.rotate(id);
+      metrics.identityRotation("accepted");
+      log.info("identity rotated", {
+        identity: id.spiffeId,
+        serial: id.serialNumber,
+        notAfter: id.notAfter.toISOString(),
+      });
+      expiry(id);
+    },
+    onError(e) {
+      metrics.identityRotation("rejected");
+      log.error("new identity refused; the current one stays", { error: e.message });
+    },
+  });
+  return {
+    close: async () => {
+      clearInterval(timer);
+      await watcher.close();
+    },
+  };
 }

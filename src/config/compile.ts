@@ -43,6 +43,7 @@
 
 import { createHash } from "node:crypto";
 import type {
+  ConsistentHash,
   DestinationRule,
   HeaderOperations,
   HTTPMatchRequest,
@@ -70,7 +71,10 @@ import type {
   VirtualHost,
   WeightedCluster,
 } from "./runtime.ts";
+import { clusterPolicy, hedgePolicy } from "./compile_policy.ts";
+import { compileTelemetry } from "./compile_telemetry.ts";
 import { compileRegex, isIPv6 } from "./validate_fields.ts";
+import { compileSecurity } from "../security/compile_security.ts";
 
 export interface CompileMeta {
   /** Where the config came from: file paths, "embedded default", ... */
@@ -81,6 +85,8 @@ export interface CompileMeta {
   namespace?: string;
   /** Load time, for tests (default now). */
   loadedAt?: Date;
+  /** Istio's root namespace: its security policies are mesh-wide (default "istio-system"). */
+  rootNamespace?: string;
 }
 
 const _CLUSTER_LOCAL = /^([^.]+)\.([^.]+)\.svc\.cluster\.local$/;
@@ -228,6 +234,12 @@ class _Compiler {
       outboundTrafficPolicy: sidecar?.kind === "Sidecar"
         ? sidecar.spec.outboundTrafficPolicy?.mode ?? "ALLOW_ANY"
         : "ALLOW_ANY",
+      telemetry: compileTelemetry(this.#resources),
+      security: compileSecurity(
+        this.#resources,
+        { namespace: this.#meta.namespace ?? "default", labels: this.#labels },
+        this.#meta.rootNamespace === undefined ? {} : { rootNamespace: this.#meta.rootNamespace },
+      ),
       hosts,
       wildcards,
       addresses,
@@ -281,7 +293,10 @@ class _Compiler {
     const http: HttpRoute[] = [];
     for (const r of vs.spec.http) {
       const route = this.#httpRoute(r, port);
-      if (route !== undefined) http.push(route);
+      if (route === undefined) continue;
+      const hedge = hedgePolicy(vs, r);
+      if (hedge !== undefined) route.hedge = hedge;
+      http.push(route);
     }
     let tcp: TcpRoute | undefined;
     for (const r of vs.spec.tcp) {
@@ -441,10 +456,14 @@ class _Compiler {
       port,
       subset,
       protocol: svc?.port.protocol ?? "UNKNOWN",
-      lb: _lb(dr, subset, port),
+      lb: _lb(dr, subset, port)?.simple ?? "ROUND_ROBIN",
       endpoints: Object.freeze(endpoints),
       passthrough,
     };
+    const tlsMode = _tlsMode(dr, subset, port);
+    if (tlsMode !== undefined) cluster.tlsMode = tlsMode;
+    const policy = clusterPolicy(dr, subset, port, _lb(dr, subset, port)?.consistentHash);
+    if (policy !== undefined) cluster.policy = policy;
     this.#clusters.set(name, cluster);
     return cluster;
   }
@@ -459,20 +478,40 @@ function _serviceName(host: string): string {
 }
 
 /** Istio's policy merge, reduced to the load balancer (see the module doc). */
-function _lb(dr: DestinationRule | undefined, subset: string, port: number): SimpleLB {
+function _lb(
+  dr: DestinationRule | undefined,
+  subset: string,
+  port: number,
+): { simple?: SimpleLB; consistentHash?: ConsistentHash } | undefined {
   const portLevel = (tp: TrafficPolicy | undefined) =>
     tp?.portLevelSettings?.find((p) => p.port.number === port);
   const top = dr?.spec.trafficPolicy;
-  let lb = top?.loadBalancer?.simple;
+  let lb = top?.loadBalancer;
   const topPort = portLevel(top);
-  if (topPort !== undefined) lb = topPort.loadBalancer?.simple;
+  if (topPort !== undefined) lb = topPort.loadBalancer;
   const sub = subset === ""
     ? undefined
     : dr?.spec.subsets.find((s) => s.name === subset)?.trafficPolicy;
-  if (sub?.loadBalancer !== undefined) lb = sub.loadBalancer.simple;
+  if (sub?.loadBalancer !== undefined) lb = sub.loadBalancer;
   const subPort = portLevel(sub);
-  if (subPort !== undefined) lb = subPort.loadBalancer?.simple;
-  return lb === undefined || lb === "UNSPECIFIED" ? "ROUND_ROBIN" : lb;
+  if (subPort !== undefined) lb = subPort.loadBalancer;
+  if (lb?.simple === "UNSPECIFIED") return { ...lb, simple: "ROUND_ROBIN" };
+  return lb;
+}
+
+/** Istio's policy merge for `tls`: rule, rule's port, subset, subset's port. */
+function _tlsMode(
+  dr: DestinationRule | undefined,
+  subset: string,
+  port: number,
+): "ISTIO_MUTUAL" | "DISABLE" | undefined {
+  const portLevel = (tp: TrafficPolicy | undefined) =>
+    tp?.portLevelSettings?.find((p) => p.port.number === port);
+  const top = dr?.spec.trafficPolicy;
+  const sub = subset === ""
+    ? undefined
+    : dr?.spec.subsets.find((s) => s.name === subset)?.trafficPolicy;
+  return (portLevel(sub)?.tls ?? sub?.tls ?? portLevel(top)?.tls ?? top?.tls)?.mode;
 }
 
 function _weighted(

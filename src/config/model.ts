@@ -12,12 +12,23 @@ export type Kind =
   | "ServiceEntry"
   | "VirtualService"
   | "DestinationRule"
-  | "Sidecar";
+  | "Sidecar"
+  | "Telemetry"
+  | "PeerAuthentication"
+  | "AuthorizationPolicy";
 
 export interface Meta {
   name: string;
   namespace: string;
   labels: Record<string, string>;
+  /** remora's own `remora.dev/*` annotations, parsed (see validate_remora.ts). */
+  remora?: RemoraAnnotations;
+}
+
+/** remora extensions carried in annotations, so that specs stay Istio's. */
+export interface RemoraAnnotations {
+  /** `remora.dev/hedge-delay`: per HTTP route name ("" = every route of the VirtualService). */
+  hedgeDelayMs?: Record<string, number>;
 }
 
 /** Where a document came from, for error messages and config dumps. */
@@ -193,9 +204,40 @@ export type VirtualService = ResourceBase<"VirtualService", VirtualServiceSpec>;
 
 export type SimpleLB = "ROUND_ROBIN" | "LEAST_REQUEST" | "RANDOM" | "PASSTHROUGH" | "UNSPECIFIED";
 
+/** consistentHash: exactly one hash key. Durations in ms. */
+export type ConsistentHash =
+  | { httpHeaderName: string }
+  | { httpCookie: { name: string; path?: string; ttlMs?: number } }
+  | { useSourceIp: true };
+
+export interface ConnectionPoolSettings {
+  tcp?: { maxConnections?: number; connectTimeoutMs?: number };
+  http?: {
+    http1MaxPendingRequests?: number;
+    http2MaxRequests?: number;
+    maxRequestsPerConnection?: number;
+    maxRetries?: number;
+    idleTimeoutMs?: number;
+  };
+}
+
+export interface OutlierDetection {
+  consecutive5xxErrors?: number;
+  consecutiveGatewayErrors?: number;
+  intervalMs?: number;
+  baseEjectionTimeMs?: number;
+  maxEjectionPercent?: number;
+  minHealthPercent?: number;
+}
+
 export interface TrafficPolicy {
-  loadBalancer?: { simple: SimpleLB };
-  tls?: { mode: "DISABLE" | "SIMPLE" | "MUTUAL" | "ISTIO_MUTUAL"; sni?: string };
+  /** One of simple or consistentHash (a oneof in Istio). */
+  loadBalancer?: { simple?: SimpleLB; consistentHash?: ConsistentHash };
+  connectionPool?: ConnectionPoolSettings;
+  outlierDetection?: OutlierDetection;
+  /** Istio's retryBudget (top level and subsets only): percent of active requests. */
+  retryBudget?: { percent?: number; minRetryConcurrency?: number };
+  tls?: { mode: "DISABLE" | "ISTIO_MUTUAL" };
   portLevelSettings?: Array<
     { port: { number: number } } & Omit<TrafficPolicy, "portLevelSettings">
   >;
@@ -224,4 +266,101 @@ export interface SidecarSpec {
 
 export type Sidecar = ResourceBase<"Sidecar", SidecarSpec>;
 
-export type Resource = ServiceEntry | VirtualService | DestinationRule | Sidecar;
+// ------------------------------------------------------------------- Telemetry
+
+/** Which side of traffic a Telemetry rule applies to (Istio's WorkloadMode). */
+export type WorkloadMode = "CLIENT_AND_SERVER" | "CLIENT" | "SERVER";
+
+export interface TelemetryTracing {
+  mode: WorkloadMode;
+  /** Provider names (Istio allows one per rule); absent = the default providers. */
+  providers?: string[];
+  randomSamplingPercentage?: number;
+  disableSpanReporting?: boolean;
+}
+
+export interface TelemetryAccessLogging {
+  mode: WorkloadMode;
+  providers?: string[];
+  disabled?: boolean;
+}
+
+/** telemetry.istio.io Telemetry (see validate_telemetry.ts for what is supported). */
+export interface TelemetrySpec {
+  tracing: TelemetryTracing[];
+  accessLogging: TelemetryAccessLogging[];
+}
+
+export type Telemetry = ResourceBase<"Telemetry", TelemetrySpec>;
+
+// ------------------------------------------- PeerAuthentication (security.istio.io)
+
+export type MtlsMode = "UNSET" | "DISABLE" | "PERMISSIVE" | "STRICT";
+
+export interface WorkloadSelector {
+  matchLabels: Record<string, string>;
+}
+
+export interface PeerAuthenticationSpec {
+  selector?: WorkloadSelector;
+  mtls?: { mode: MtlsMode };
+  /** Keyed by port number in decimal ("8080"), as Istio writes it. */
+  portLevelMtls?: Record<string, { mode: MtlsMode }>;
+}
+
+export type PeerAuthentication = ResourceBase<"PeerAuthentication", PeerAuthenticationSpec>;
+
+// ------------------------------------------ AuthorizationPolicy (security.istio.io)
+
+/** Every list is absent or non-empty. */
+export interface AuthzSource {
+  principals?: string[];
+  notPrincipals?: string[];
+  namespaces?: string[];
+  notNamespaces?: string[];
+  ipBlocks?: string[];
+  notIpBlocks?: string[];
+}
+
+/** Every list is absent or non-empty. Ports are decimal strings, as in Istio. */
+export interface AuthzOperation {
+  hosts?: string[];
+  notHosts?: string[];
+  ports?: string[];
+  notPorts?: string[];
+  methods?: string[];
+  notMethods?: string[];
+  paths?: string[];
+  notPaths?: string[];
+}
+
+export interface AuthzCondition {
+  key: string;
+  values?: string[];
+  notValues?: string[];
+}
+
+export interface AuthzRule {
+  from?: Array<{ source: AuthzSource }>;
+  to?: Array<{ operation: AuthzOperation }>;
+  when?: AuthzCondition[];
+}
+
+export interface AuthorizationPolicySpec {
+  selector?: WorkloadSelector;
+  /** ALLOW when left out, as in Istio. */
+  action: "ALLOW" | "DENY" | "AUDIT";
+  /** Empty when left out: an ALLOW policy without rules denies everything. */
+  rules: AuthzRule[];
+}
+
+export type AuthorizationPolicy = ResourceBase<"AuthorizationPolicy", AuthorizationPolicySpec>;
+
+export type Resource =
+  | ServiceEntry
+  | VirtualService
+  | DestinationRule
+  | Sidecar
+  | Telemetry
+  | PeerAuthentication
+  | AuthorizationPolicy;

@@ -6,9 +6,13 @@
  * weighted split is a binary search over a cumulative table. Nothing in here
  * is mutated after `compile()` returns; a new config builds new tables and is
  * swapped in whole. Per-endpoint mutable state (load balancer cursors, active
- * request counts) lives in `proxy/balance.ts`, keyed by these objects.
+ * request counts, circuit breakers, outlier ejections, retry budgets) lives in
+ * `proxy/balance.ts`, `circuit_breaker.ts`, `outlier.ts` and
+ * `retry_budget.ts`, keyed by these objects.
  */
 
+import type { SecurityTables } from "../security/compile_security.ts";
+import type { TelemetryPolicy } from "./compile_telemetry.ts";
 import type { PortProtocol, Resource, SimpleLB } from "./model.ts";
 
 /** A compiled string matcher: exact, prefix or regex, precomputed. */
@@ -88,6 +92,8 @@ export interface HttpRoute {
   responseHeaders: HeaderOps | undefined;
   redirect: { uri?: string; authority?: string; code: number } | undefined;
   directResponse: { status: number; body: string } | undefined;
+  /** Request hedging (remora.dev/hedge-delay); absent when off. */
+  hedge?: { delayMs: number };
 }
 
 export interface TcpRoute {
@@ -144,6 +150,58 @@ export interface Cluster {
    */
   endpoints: readonly Endpoint[];
   passthrough: boolean;
+  /**
+   * DestinationRule tls.mode: ISTIO_MUTUAL (always mTLS), DISABLE (never), or
+   * absent: mTLS to endpoints that have a serviceAccount (meshed), plaintext
+   * to the others.
+   */
+  tlsMode?: "ISTIO_MUTUAL" | "DISABLE";
+  /**
+   * DestinationRule resilience settings, merged and defaulted; absent when the
+   * rule sets none (then only the default retry budget applies).
+   */
+  policy?: ClusterPolicy;
+}
+
+/** Consistent-hash key of a cluster (DestinationRule loadBalancer.consistentHash). */
+export type HashPolicy =
+  | { kind: "header"; name: string }
+  | { kind: "cookie"; name: string; path: string | undefined; ttlMs: number | undefined }
+  | { kind: "sourceIp" };
+
+/** Envoy-style circuit-breaker thresholds; Infinity when unset. */
+export interface ClusterLimits {
+  /** tcp.maxConnections: upstream connections in use at once (HTTP/1). */
+  maxConnections: number;
+  /** http.http1MaxPendingRequests: requests waiting for a connection. */
+  maxPending: number;
+  /** http.http2MaxRequests: active requests (both protocols). */
+  maxRequests: number;
+  /** http.maxRetries: retries in flight at once. */
+  maxRetries: number;
+}
+
+export interface OutlierPolicy {
+  /** 0 = off. */
+  consecutive5xx: number;
+  /** 0 = off. */
+  consecutiveGateway: number;
+  intervalMs: number;
+  baseEjectionMs: number;
+  maxEjectionPercent: number;
+  minHealthPercent: number;
+}
+
+export interface ClusterPolicy {
+  /** Undefined when no limit is set (no bookkeeping then). */
+  limits: ClusterLimits | undefined;
+  connectTimeoutMs: number | undefined;
+  maxRequestsPerConnection: number | undefined;
+  idleTimeoutMs: number | undefined;
+  outlier: OutlierPolicy | undefined;
+  hash: HashPolicy | undefined;
+  /** Retries (and hedges) at most `percent` of active requests, or `minConcurrency`. */
+  retryBudget: { percent: number; minConcurrency: number };
 }
 
 export interface RuntimeConfig {
@@ -154,6 +212,10 @@ export interface RuntimeConfig {
   source: string;
   resources: readonly Resource[];
   outboundTrafficPolicy: "ALLOW_ANY" | "REGISTRY_ONLY";
+  /** Tracing and access logging per side, from the Telemetry resource (compile_telemetry.ts). */
+  telemetry: TelemetryPolicy;
+  /** PeerAuthentication and AuthorizationPolicy for this workload (security/compile_security.ts). */
+  security: SecurityTables;
   /**
    * Host lookups. Keys are lower-case "host:port" and "host" (any port), for
    * every name a host answers to: the FQDN and, for cluster-local services,

@@ -16,6 +16,12 @@ import { type ConfigError, type InputDocument, validateDocuments } from "./valid
 import { parseYamlDocuments } from "./yaml.ts";
 import defaultText from "./default.yaml" with { type: "text" };
 
+/** The workload a config is compiled for (sourceLabels matches, policy selectors). */
+export interface Workload {
+  namespace: string;
+  labels: Readonly<Record<string, string>>;
+}
+
 export type LoadResult =
   | { ok: true; config: RuntimeConfig }
   | { ok: false; errors: ConfigError[] };
@@ -24,6 +30,7 @@ export type LoadResult =
 export function loadConfigTexts(
   texts: ReadonlyArray<{ file: string; text: string }>,
   source: string,
+  workload?: Workload,
 ): LoadResult {
   const docs: InputDocument[] = [];
   const errors: ConfigError[] = [];
@@ -44,11 +51,17 @@ export function loadConfigTexts(
       errors: _byFile(errors, texts.map((t) => t.file)),
     };
   }
-  return { ok: true, config: compile(result.resources, { source }) };
+  const meta = workload === undefined
+    ? { source }
+    : { source, namespace: workload.namespace, workloadLabels: workload.labels };
+  return { ok: true, config: compile(result.resources, meta) };
 }
 
 /** Reads, parses, validates and compiles `paths` as one config set. */
-export async function loadConfigFiles(paths: readonly string[]): Promise<LoadResult> {
+export async function loadConfigFiles(
+  paths: readonly string[],
+  workload?: Workload,
+): Promise<LoadResult> {
   const texts: Array<{ file: string; text: string }> = [];
   const errors: ConfigError[] = [];
   for (const file of paths) {
@@ -58,7 +71,7 @@ export async function loadConfigFiles(paths: readonly string[]): Promise<LoadRes
       errors.push({ file, index: -1, path: "", message: `cannot read file: ${_reason(e)}` });
     }
   }
-  const result = loadConfigTexts(texts, paths.join(","));
+  const result = loadConfigTexts(texts, paths.join(","), workload);
   if (errors.length === 0) return result;
   return {
     ok: false,
@@ -67,8 +80,12 @@ export async function loadConfigFiles(paths: readonly string[]): Promise<LoadRes
 }
 
 /** The embedded default config (src/config/default.yaml): ALLOW_ANY, no services. */
-export function loadEmbeddedDefault(): RuntimeConfig {
-  const result = loadConfigTexts([{ file: "default.yaml", text: defaultText }], "embedded default");
+export function loadEmbeddedDefault(workload?: Workload): RuntimeConfig {
+  const result = loadConfigTexts(
+    [{ file: "default.yaml", text: defaultText }],
+    "embedded default",
+    workload,
+  );
   if (!result.ok) {
     throw new Error(`Embedded default config is invalid: ${result.errors[0]?.message}`);
   }
@@ -84,6 +101,8 @@ export interface ConfigWatcherOptions {
   debounceMs?: number;
   /** Version currently served; a reload with the same content is not reported. */
   currentVersion?: string;
+  /** The workload the config is compiled for. */
+  workload?: Workload;
 }
 
 /**
@@ -152,7 +171,7 @@ export class ConfigWatcher {
     }
     this.#loading = (async () => {
       try {
-        const result = await loadConfigFiles([this.path]);
+        const result = await loadConfigFiles([this.path], this.#opts.workload);
         if (this.#closed) return;
         if (!result.ok) this.#opts.onError(result.errors);
         else if (result.config.version !== this.#version) {

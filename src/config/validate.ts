@@ -12,7 +12,7 @@
  * `compile.ts`).
  */
 
-import type { Kind, Meta, Resource } from "./model.ts";
+import type { Kind, Meta, Resource, VirtualServiceSpec } from "./model.ts";
 import { validateDestinationRuleSpec } from "./validate_destination_rule.ts";
 import {
   type ConfigError,
@@ -28,8 +28,16 @@ import {
   str,
   typeName,
 } from "./validate_fields.ts";
+import { checkHedgeRoutes, remoraAnnotations } from "./validate_remora.ts";
 import { validateServiceEntrySpec } from "./validate_service_entry.ts";
+import {
+  isSecurityKind,
+  SECURITY_API_VERSIONS,
+  validateAuthorizationPolicySpec,
+  validatePeerAuthenticationSpec,
+} from "./validate_security.ts";
 import { validateSidecarSpec } from "./validate_sidecar.ts";
+import { TELEMETRY_API_VERSIONS, validateTelemetrySpec } from "./validate_telemetry.ts";
 import { validateVirtualServiceSpec } from "./validate_virtual_service.ts";
 
 export { type ConfigError, fqdn } from "./validate_fields.ts";
@@ -52,7 +60,15 @@ export interface ValidateOptions {
   crossChecks?: boolean;
 }
 
-const _KINDS: readonly Kind[] = ["ServiceEntry", "VirtualService", "DestinationRule", "Sidecar"];
+const _KINDS: readonly Kind[] = [
+  "ServiceEntry",
+  "VirtualService",
+  "DestinationRule",
+  "Sidecar",
+  "Telemetry",
+  "PeerAuthentication",
+  "AuthorizationPolicy",
+];
 const _API_VERSIONS = [
   "networking.istio.io/v1",
   "networking.istio.io/v1beta1",
@@ -121,10 +137,20 @@ function _validateDocument(ctx: Ctx, doc: InputDocument): Resource | undefined {
   const apiVersion = v.apiVersion === undefined
     ? ctx.err("apiVersion", "required")
     : str(ctx, v.apiVersion, "apiVersion");
-  if (apiVersion !== undefined && !_API_VERSIONS.includes(apiVersion)) {
+  const telemetryKind = v.kind === "Telemetry";
+  const securityKind = isSecurityKind(v.kind);
+  if (
+    apiVersion !== undefined &&
+    !(telemetryKind ? TELEMETRY_API_VERSIONS : securityKind ? SECURITY_API_VERSIONS : _API_VERSIONS)
+      .includes(apiVersion)
+  ) {
     ctx.err(
       "apiVersion",
-      `expected networking.istio.io/v1, v1beta1 or v1alpha3, got "${apiVersion}"`,
+      telemetryKind
+        ? `expected telemetry.istio.io/v1 or v1alpha1, got "${apiVersion}"`
+        : securityKind
+        ? `expected security.istio.io/v1 or v1beta1, got "${apiVersion}"`
+        : `expected networking.istio.io/v1, v1beta1 or v1alpha3, got "${apiVersion}"`,
     );
   }
   const kindRaw = v.kind === undefined ? ctx.err("kind", "required") : str(ctx, v.kind, "kind");
@@ -136,9 +162,10 @@ function _validateDocument(ctx: Ctx, doc: InputDocument): Resource | undefined {
   const metadata = _metadata(ctx, v.metadata);
 
   let spec: unknown;
-  if (v.spec === undefined || v.spec === null) ctx.err("spec", "required");
+  // A security policy may leave its spec out: an empty AuthorizationPolicy denies all.
+  if ((v.spec === undefined || v.spec === null) && !securityKind) ctx.err("spec", "required");
   else {
-    const s = obj(ctx, v.spec, "spec");
+    const s = obj(ctx, v.spec ?? {}, "spec");
     if (s !== undefined && kind !== undefined) {
       spec = kind === "ServiceEntry"
         ? validateServiceEntrySpec(ctx, s, "spec")
@@ -146,6 +173,12 @@ function _validateDocument(ctx: Ctx, doc: InputDocument): Resource | undefined {
         ? validateVirtualServiceSpec(ctx, s, "spec")
         : kind === "DestinationRule"
         ? validateDestinationRuleSpec(ctx, s, "spec")
+        : kind === "Telemetry"
+        ? validateTelemetrySpec(ctx, s, "spec")
+        : kind === "PeerAuthentication"
+        ? validatePeerAuthenticationSpec(ctx, s, "spec")
+        : kind === "AuthorizationPolicy"
+        ? validateAuthorizationPolicySpec(ctx, s, "spec")
         : validateSidecarSpec(ctx, s, "spec");
     }
   }
@@ -153,6 +186,10 @@ function _validateDocument(ctx: Ctx, doc: InputDocument): Resource | undefined {
     return undefined;
   }
   if (metadata === undefined || spec === undefined) return undefined;
+  if (kind === "VirtualService" && metadata.remora !== undefined) {
+    checkHedgeRoutes(ctx, metadata.remora, spec as VirtualServiceSpec);
+    if (ctx.errors.length > before) return undefined;
+  }
   return {
     apiVersion,
     kind,
@@ -181,8 +218,11 @@ function _metadata(ctx: Ctx, v: unknown): Meta | undefined {
     }
   }
   const l = m.labels === undefined ? {} : labels(ctx, m.labels, "metadata.labels");
+  const remora = remoraAnnotations(ctx, m.annotations, ctx.kind);
   if (ctx.errors.length > before || name === undefined || l === undefined) return undefined;
-  return { name, namespace: ctx.namespace, labels: l };
+  return remora === undefined
+    ? { name, namespace: ctx.namespace, labels: l }
+    : { name, namespace: ctx.namespace, labels: l, remora };
 }
 
 /** Rules that need the whole set. Works on the documents that validated. */
@@ -195,6 +235,7 @@ function _crossCheck(
   const seHostPorts = new Map<string, Ctx>();
   const sePorts = new Map<string, number[]>();
   let sidecar: Ctx | undefined;
+  let telemetry: Ctx | undefined;
   const ref = (c: Ctx) => `${c.kind} ${c.namespace}/${c.name} (${c.where()})`;
 
   for (const { ctx, resource: r } of checked) {
@@ -243,6 +284,11 @@ function _crossCheck(
         if (sidecar !== undefined) {
           ctx.err("", `only one Sidecar is allowed, another is ${ref(sidecar)}`);
         } else sidecar = ctx;
+        break;
+      case "Telemetry":
+        if (telemetry !== undefined) {
+          ctx.err("", `only one Telemetry is allowed, another is ${ref(telemetry)}`);
+        } else telemetry = ctx;
         break;
     }
   }

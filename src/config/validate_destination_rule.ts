@@ -1,10 +1,11 @@
 /**
  * Validation of a DestinationRule spec (Istio networking/v1
  * destination_rule.proto): host, subsets (unique DNS-label names with label
- * selectors) and a traffic policy limited to `loadBalancer.simple` with
- * port-level overrides. Fields remora does not implement, such as
- * connectionPool or outlierDetection, are errors; `tls` is "not supported
- * yet" until mTLS lands. Whether subsets are referenced correctly is checked
+ * selectors) and a traffic policy: `loadBalancer` (simple or consistentHash),
+ * `connectionPool`, `outlierDetection` and `retryBudget` (those three in
+ * `validate_traffic_policy.ts`), with port-level overrides. Fields remora does
+ * not implement, such as tunnel or localityLbSetting, are errors; `tls` modes other
+ * than ISTIO_MUTUAL and DISABLE are "not supported yet". Whether subsets are referenced correctly is checked
  * across resources by `validate.ts`, not here.
  */
 
@@ -26,6 +27,37 @@ import {
   port,
   str,
 } from "./validate_fields.ts";
+import {
+  connectionPool,
+  consistentHash,
+  outlierDetection,
+  retryBudget,
+} from "./validate_traffic_policy.ts";
+
+/** Traffic policy fields validated by validate_traffic_policy.ts. */
+const POLICY_FIELDS = ["connectionPool", "outlierDetection"] as const;
+
+/** connectionPool, outlierDetection and (not port-level) retryBudget, into `out`. */
+function resiliencePolicy(
+  ctx: Ctx,
+  o: Obj,
+  path: string,
+  out: TrafficPolicy,
+  portLevel: boolean,
+): void {
+  if (o.connectionPool !== undefined) {
+    const cp = connectionPool(ctx, o.connectionPool, join(path, "connectionPool"));
+    if (cp !== undefined) out.connectionPool = cp;
+  }
+  if (o.outlierDetection !== undefined) {
+    const od = outlierDetection(ctx, o.outlierDetection, join(path, "outlierDetection"));
+    if (od !== undefined) out.outlierDetection = od;
+  }
+  if (portLevel && o.retryBudget !== undefined) {
+    const rb = retryBudget(ctx, o.retryBudget, join(path, "retryBudget"));
+    if (rb !== undefined) out.retryBudget = rb;
+  }
+}
 
 const _SIMPLE = [
   "UNSPECIFIED",
@@ -88,6 +120,43 @@ export function validateDestinationRuleSpec(
   return out;
 }
 
+/**
+ * ClientTLSSettings: ISTIO_MUTUAL (mTLS with the mesh identity) and DISABLE
+ * are supported; SIMPLE and MUTUAL (TLS with certificates of your own) not yet.
+ */
+function clientTls(ctx: Ctx, v: unknown, path: string): TrafficPolicy["tls"] | undefined {
+  const o = obj(ctx, v, path);
+  if (o === undefined) return undefined;
+  fields(ctx, o, path, ["mode"], [], [
+    "sni",
+    "clientCertificate",
+    "privateKey",
+    "caCertificates",
+    "credentialName",
+    "subjectAltNames",
+    "insecureSkipVerify",
+    "caCrl",
+  ]);
+  if (o.mode === undefined) {
+    ctx.err(join(path, "mode"), "required");
+    return undefined;
+  }
+  const mode = enumOf(
+    ctx,
+    o.mode,
+    join(path, "mode"),
+    ["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"] as const,
+  );
+  if (mode === "SIMPLE" || mode === "MUTUAL") {
+    ctx.err(
+      join(path, "mode"),
+      `${mode} (TLS with certificates of your own) is not supported yet; use ISTIO_MUTUAL or DISABLE`,
+    );
+    return undefined;
+  }
+  return mode === undefined ? undefined : { mode };
+}
+
 /** A TrafficPolicy; `portLevel` allows portLevelSettings (not inside them). */
 function trafficPolicy(
   ctx: Ctx,
@@ -101,11 +170,10 @@ function trafficPolicy(
     ctx,
     o,
     path,
-    portLevel ? ["loadBalancer", "portLevelSettings"] : ["port", "loadBalancer"],
     portLevel
-      ? ["connectionPool", "outlierDetection", "tunnel", "proxyProtocol", "retryBudget"]
-      : ["connectionPool", "outlierDetection"],
-    ["tls"],
+      ? ["loadBalancer", "portLevelSettings", "tls", ...POLICY_FIELDS, "retryBudget"]
+      : ["port", "loadBalancer", "tls", ...POLICY_FIELDS],
+    portLevel ? ["tunnel", "proxyProtocol"] : [],
   );
   const before = ctx.errors.length;
   const out: TrafficPolicy = {};
@@ -113,8 +181,7 @@ function trafficPolicy(
     const lp = join(path, "loadBalancer");
     const lb = obj(ctx, o.loadBalancer, lp);
     if (lb !== undefined) {
-      fields(ctx, lb, lp, ["simple"], [
-        "consistentHash",
+      fields(ctx, lb, lp, ["simple", "consistentHash"], [
         "localityLbSetting",
         "warmupDurationSecs",
         "warmup",
@@ -123,13 +190,23 @@ function trafficPolicy(
       const simple = lb.simple === undefined
         ? "UNSPECIFIED"
         : enumOf(ctx, lb.simple, join(lp, "simple"), _SIMPLE);
-      if (simple !== undefined) {
+      if (lb.simple !== undefined && lb.consistentHash !== undefined) {
+        ctx.err(join(lp, "consistentHash"), "cannot be used together with simple");
+      } else if (lb.consistentHash !== undefined) {
+        const ch = consistentHash(ctx, lb.consistentHash, join(lp, "consistentHash"));
+        if (ch !== undefined) out.loadBalancer = { consistentHash: ch };
+      } else if (simple !== undefined) {
         out.loadBalancer = {
           simple: (simple === "LEAST_CONN" ? "LEAST_REQUEST" : simple) as SimpleLB,
         };
       }
     }
   }
+  if (o.tls !== undefined) {
+    const tlsPolicy = clientTls(ctx, o.tls, join(path, "tls"));
+    if (tlsPolicy !== undefined) out.tls = tlsPolicy;
+  }
+  resiliencePolicy(ctx, o, path, out, portLevel);
   if (portLevel && o.portLevelSettings !== undefined) {
     const pp = join(path, "portLevelSettings");
     const settings: NonNullable<TrafficPolicy["portLevelSettings"]> = [];
@@ -158,6 +235,9 @@ function trafficPolicy(
         port: { number: n },
       };
       if (inner.loadBalancer !== undefined) entry.loadBalancer = inner.loadBalancer;
+      if (inner.tls !== undefined) entry.tls = inner.tls;
+      if (inner.connectionPool !== undefined) entry.connectionPool = inner.connectionPool;
+      if (inner.outlierDetection !== undefined) entry.outlierDetection = inner.outlierDetection;
       settings.push(entry);
     });
     out.portLevelSettings = settings;

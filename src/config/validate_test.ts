@@ -227,22 +227,25 @@ const BAD: BadCase[] = [
     errors: [["spec.subsets[1].name", 'duplicate subset "v1"']],
   },
   {
-    name: "trafficPolicy.tls, not supported yet",
+    name: "trafficPolicy.tls SIMPLE, and tls fields beyond mode, not supported yet",
     files: [
       DR_REVIEWS.replace(
         "host: reviews",
-        "host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}",
+        "host: reviews\n  trafficPolicy: {tls: {mode: SIMPLE, sni: reviews.example}}",
       ),
     ],
-    errors: [["spec.trafficPolicy.tls", "not supported yet"]],
+    errors: [
+      ["spec.trafficPolicy.tls.sni", "not supported yet"],
+      ["spec.trafficPolicy.tls.mode", "not supported yet"],
+    ],
   },
   {
-    name: "connectionPool in a subset",
+    name: "connectionPool field remora does not implement, in a subset",
     files: [DR_REVIEWS.replace(
       "{name: v1, labels: {version: v1}}",
-      "{name: v1, labels: {version: v1}, trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}}",
+      "{name: v1, labels: {version: v1}, trafficPolicy: {connectionPool: {tcp: {tcpKeepalive: {time: 1s}}}}}",
     )],
-    errors: [["spec.subsets[0].trafficPolicy.connectionPool", "not supported"]],
+    errors: [["spec.subsets[0].trafficPolicy.connectionPool.tcp.tcpKeepalive", "not supported"]],
   },
   {
     name: "unknown load balancer",

@@ -1,5 +1,6 @@
 /**
- * A Deno TCP connection with one reusable read buffer.
+ * A connection (Deno TCP, or TLS through `byte_conn.ts`) with one reusable
+ * read buffer.
  *
  * The proxy's byte loops run on this: `fill()` reads more bytes behind those
  * not yet consumed, `consume(n)` drops bytes from the front, `writeAll()`
@@ -9,10 +10,12 @@
  * by the peer is noticed, and the next `fill()` picks up that same read.
  */
 
+import type { ByteConn } from "./byte_conn.ts";
+
 export const BUF_SIZE = 64 * 1024;
 
 export class BufConn {
-  readonly conn: Deno.Conn;
+  readonly conn: ByteConn;
   buf: Uint8Array;
   /** Unconsumed bytes are buf[start, end). */
   start = 0;
@@ -26,7 +29,7 @@ export class BufConn {
   idle = false;
   readonly #whenClosed = Promise.withResolvers<void>();
 
-  constructor(conn: Deno.Conn, size = BUF_SIZE) {
+  constructor(conn: ByteConn, size = BUF_SIZE) {
     this.conn = conn;
     this.buf = new Uint8Array(size);
   }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseSni } from "./tls_hello.ts";
+import { parseClientHello, parseSni } from "./tls_hello.ts";
 
 const fixture = Deno.readFileSync(
   new URL("../../tests/testdata/client_hello_sni.bin", import.meta.url),
@@ -16,4 +16,18 @@ Deno.test("an incomplete ClientHello asks for more; other bytes give no name", (
   const noSni = fixture.slice();
   noSni[5] = 0x02; // not a ClientHello
   assert.equal(parseSni(noSni, 0, noSni.length), undefined);
+});
+
+Deno.test("ALPN protocols are read from a real ClientHello (openssl s_client -alpn istio-h2,h2)", () => {
+  const hello = Deno.readFileSync(
+    new URL("../../tests/testdata/client_hello_alpn.bin", import.meta.url),
+  );
+  assert.deepEqual(parseClientHello(hello, 0, hello.length), {
+    sni: "b.mesh.internal",
+    alpn: ["istio-h2", "h2"],
+  });
+  assert.deepEqual(parseClientHello(fixture, 0, fixture.length), {
+    sni: "api.example.com",
+    alpn: [],
+  });
 });

@@ -43,6 +43,14 @@ import { ConnectError, type ConnPool } from "./pool.ts";
 import { type RequestView, splitAuthority } from "./route_match.ts";
 import type { Forward, HttpRouter, LocalReply, Upstream } from "./target.ts";
 import { relay } from "./tcp_relay.ts";
+import { acquireConn, breakerFor, reusable } from "./circuit_breaker.ts";
+import { hedge, hedgeable, type Racer } from "./hedge.ts";
+import { recordOutcome } from "./outlier.ts";
+import { budgetFor, type RetryBudget } from "./retry_budget.ts";
+import type { Cluster } from "../config/runtime.ts";
+import { setClientCertHeader } from "./xfcc.ts";
+import type { RequestTrace } from "../telemetry/tracing.ts";
+import type { PeerInfo } from "../tls/mtls.ts";
 
 /** Facts about the downstream connection. */
 export interface ConnInfo {
@@ -51,6 +59,8 @@ export interface ConnInfo {
   localPort: number;
   /** Where the client was going before an iptables REDIRECT, when it was redirected. */
   originalDst: { host: string; port: number } | undefined;
+  /** The mTLS peer, when the connection came in over mesh mTLS. */
+  peer?: PeerInfo;
 }
 
 export interface Http1Options extends Observer {
@@ -118,6 +128,12 @@ interface Attempt {
 
 type AttemptResult = Attempt | { failure: Failure; detail: string; status?: number };
 
+/** Lets a hedge race cancel an attempt (by closing its connection). */
+interface AttemptControl {
+  conn: BufConn | undefined;
+  cancelled: boolean;
+}
+
 /** One request and its response on a downstream connection. */
 class Exchange {
   readonly #client: BufConn;
@@ -133,6 +149,11 @@ class Exchange {
   #grpcStatus = "";
   /** Whether remora answered the client's Expect: 100-continue itself. */
   #continued = false;
+  /** The cluster being forwarded to (its connectionPool settings apply). */
+  #cluster: Cluster | undefined = undefined;
+  /** For spans and access logs. */
+  #requestView: RequestView | undefined;
+  #trace: RequestTrace | undefined;
 
   constructor(client: BufConn, head: RequestHead, info: ConnInfo, opts: Http1Options) {
     this.#client = client;
@@ -146,6 +167,7 @@ class Exchange {
   async run(): Promise<boolean> {
     const head = this.#head;
     const view = this.#view();
+    this.#requestView = view;
     if (view === undefined) {
       await this.#local(
         400,
@@ -211,6 +233,9 @@ class Exchange {
       scheme,
       header: (name) => getHeader(headers, name),
       originalDst: this.#info.originalDst,
+      sourceIp: this.#info.remoteAddr,
+      principal: this.#info.peer?.principal,
+      sourceAddr: this.#info.remoteAddr,
     };
   }
 
@@ -252,9 +277,17 @@ class Exchange {
       headers.push(["x-request-id", newRequestId()]);
     }
     appendForwardedFor(headers, this.#info.remoteAddr);
+    setClientCertHeader(
+      headers,
+      this.#opts.reporter === "destination",
+      this.#info.peer,
+      this.#opts.self.principal?.(),
+    );
     if (getHeader(headers, "x-forwarded-proto") === undefined) {
       headers.push(["x-forwarded-proto", view.scheme]);
     }
+    // Trace context in, this hop's context out (telemetry/tracing.ts).
+    this.#trace = this.#opts.telemetry?.onRequest(headers);
     applyHeaderOps(headers, route?.requestHeaders);
     applyHeaderOps(headers, fwd.destination.requestHeaders);
     if (head.framing.kind === "chunked") headers.push(["transfer-encoding", "chunked"]);
@@ -265,49 +298,120 @@ class Exchange {
     // Bodies small enough are kept so that the request can be sent again.
     const body = await preloadBody(this.#client, head.framing, REPLAY_LIMIT);
     const maxAttempts = body !== undefined && retry !== undefined ? 1 + retry.attempts : 1;
+    // Hedging (remora.dev/hedge-delay) only repeats safe requests without a body.
+    const hedgeDelay = route?.hedge !== undefined && body?.length === 0 && hedgeable(head.method)
+      ? route.hedge.delayMs
+      : undefined;
 
     const routeTimeout = route?.timeoutMs;
     const deadline = routeTimeout !== undefined && routeTimeout > 0
       ? this.#start + routeTimeout
       : Infinity;
-    let previous: Upstream | undefined;
-    let result: AttemptResult | undefined;
-    let attempts = 1;
-    for (let n = 1; n <= maxAttempts; n++) {
-      const up = fwd.next(previous);
-      if (up === undefined) {
-        result = { failure: "connect-failure", detail: "no healthy upstream", status: 503 };
-        this.#flags.push("UH");
-        break;
+    // Resilience state of the cluster: all undefined (no work) without a policy or retries.
+    const cluster = fwd.cluster;
+    this.#cluster = cluster;
+    const repeats = maxAttempts > 1 || hedgeDelay !== undefined;
+    const budget = repeats ? budgetFor(cluster) : undefined;
+    const breaker = breakerFor(cluster);
+    const stats = this.#opts.metrics.resilience;
+    const name = fwd.labels.cluster;
+    let headFor = (_n: number) => requestHead;
+    if (repeats) {
+      // The upstream sees which attempt this is, as with Envoy's x-envoy-attempt-count.
+      const line = `${head.method} ${fwd.path} HTTP/1.1`;
+      headFor = (n) => serializeHead(line, [...headers, ["x-envoy-attempt-count", String(n)]]);
+    }
+    /** Drops a response that will not be used, with its circuit-breaker slot. */
+    const discard = (r: AttemptResult) => {
+      if ("failure" in r) return;
+      r.conn.close();
+      breaker?.release();
+    };
+    /** One attempt: a circuit-breaker slot, the exchange up to the response head, the outcome. */
+    const tryOnce = async (up: Upstream, n: number, ctl?: AttemptControl) => {
+      if (breaker !== undefined) {
+        const over = await breaker.acquire(deadline);
+        if (over !== undefined) {
+          stats.overflow(name, over);
+          return { failure: "overflow", detail: over, status: 503 } as AttemptResult;
+        }
       }
-      previous = up;
-      if (n > 1) {
-        attempts = n;
-        await sleep(backoffMs(n - 1));
-      }
-      const remaining = deadline - performance.now();
-      if (remaining <= 0) {
-        result = { failure: "timeout", detail: "upstream request timeout" };
-        break;
-      }
-      const perTry = Math.min(remaining, retry?.perTryTimeoutMs ?? Infinity);
+      const perTry = Math.min(
+        deadline - performance.now(),
+        retry?.perTryTimeoutMs ?? Infinity,
+      );
       fwd.begin(up);
+      let r: AttemptResult;
       try {
-        result = await this.#attempt(up, requestHead, body, perTry, deadline);
+        r = await this.#attempt(up, headFor(n), body, perTry, deadline, ctl);
       } finally {
         fwd.end(up);
       }
-      if ("failure" in result) {
-        if (n < maxAttempts && retry !== undefined && retriesFailure(retry, result.failure)) {
-          continue;
+      if (ctl?.cancelled !== true) {
+        recordOutcome(cluster, up, "failure" in r ? 0 : r.head.status, stats);
+      }
+      if ("failure" in r) breaker?.release();
+      return r;
+    };
+
+    let previous: Upstream | undefined;
+    let result: AttemptResult | undefined;
+    let attempts = 1;
+    let retrying = false;
+    budget?.requestStarted();
+    try {
+      for (let n = 1;; n++) {
+        const up = fwd.next(previous);
+        if (up === undefined) {
+          result = { failure: "connect-failure", detail: "no healthy upstream", status: 503 };
+          this.#flags.push("UH");
+          break;
         }
-        break;
+        previous = up;
+        if (n > 1) attempts = n;
+        if (deadline - performance.now() <= 0) {
+          result = { failure: "timeout", detail: "upstream request timeout" };
+          break;
+        }
+        if (n === 1 && hedgeDelay !== undefined) {
+          const h = await this.#hedged(up, tryOnce, hedgeDelay, {
+            next: () => fwd.next(up),
+            budget: budget!,
+            final: (r) =>
+              !("failure" in r) && !(retry !== undefined && retriesStatus(retry, r.head.status)),
+            discard,
+          });
+          result = h.result;
+          if (h.hedged) {
+            n = attempts = 2;
+            if (h.winner !== undefined) previous = h.winner;
+          }
+        } else {
+          result = await tryOnce(up, n);
+        }
+        if (retrying) {
+          budget!.retryEnded();
+          retrying = false;
+        }
+        if (n >= maxAttempts || retry === undefined) break;
+        const again = "failure" in result
+          ? retriesFailure(retry, result.failure)
+          : retriesStatus(retry, result.head.status);
+        if (!again) break;
+        await sleep(backoffMs(n));
+        // The budget counts retries on the wire, not those waiting out their backoff.
+        const refused = budget!.tryRetry();
+        if (refused !== undefined) {
+          stats.retryOverflow(name, refused);
+          break;
+        }
+        retrying = true;
+        stats.retry(name);
+        discard(result);
       }
-      if (n < maxAttempts && retry !== undefined && retriesStatus(retry, result.head.status)) {
-        result.conn.close();
-        continue;
-      }
-      break;
+    } finally {
+      if (retrying) budget!.retryEnded();
+      budget?.requestEnded();
     }
     const failed = result === undefined || "failure" in result ||
       (retry !== undefined && retriesStatus(retry, result.head.status));
@@ -315,7 +419,57 @@ class Exchange {
     if (result === undefined || "failure" in result) {
       return await this.#fail(fwd, result);
     }
-    return await this.#respond(fwd, result);
+    try {
+      return await this.#respond(fwd, result);
+    } finally {
+      breaker?.release();
+    }
+  }
+
+  /** The first attempt, hedged after `delayMs` by a second one on another endpoint. */
+  async #hedged(
+    up: Upstream,
+    tryOnce: (up: Upstream, n: number, ctl?: AttemptControl) => Promise<AttemptResult>,
+    delayMs: number,
+    o: {
+      next: () => Upstream | undefined;
+      budget: RetryBudget;
+      final: (r: AttemptResult) => boolean;
+      discard: (r: AttemptResult) => void;
+    },
+  ): Promise<{ result: AttemptResult; hedged: boolean; winner: Upstream | undefined }> {
+    const stats = this.#opts.metrics.resilience;
+    const name = this.#cluster?.name ?? "unknown";
+    const racer = (u: Upstream, n: number): Racer<AttemptResult> => {
+      const ctl: AttemptControl = { conn: undefined, cancelled: false };
+      return {
+        promise: tryOnce(u, n, ctl),
+        cancel: () => {
+          ctl.cancelled = true;
+          ctl.conn?.close();
+        },
+      };
+    };
+    let second: Upstream | undefined;
+    const h = await hedge(racer(up, 1), {
+      delayMs,
+      startHedge: () => {
+        second = o.next();
+        if (second === undefined) return undefined;
+        const refused = o.budget.tryRetry();
+        if (refused !== undefined) {
+          stats.retryOverflow(name, refused);
+          return undefined;
+        }
+        const r = racer(second, 2);
+        r.promise = r.promise.finally(() => o.budget.retryEnded());
+        return r;
+      },
+      usable: o.final,
+      discard: o.discard,
+    });
+    if (h.hedged) stats.hedge(name, h.hedgeWon);
+    return { result: h.result, hedged: h.hedged, winner: h.hedgeWon ? second : up };
   }
 
   async #attempt(
@@ -324,11 +478,12 @@ class Exchange {
     body: Uint8Array | undefined,
     perTryMs: number,
     deadline: number,
+    ctl?: AttemptControl,
   ): Promise<AttemptResult> {
     let conn: BufConn;
     let reused: boolean;
     try {
-      ({ conn, reused } = await this.#opts.pool.acquire(up.host, up.port));
+      ({ conn, reused } = await acquireConn(this.#opts.pool, this.#cluster, up));
     } catch (e) {
       const timedOut = e instanceof ConnectError && e.timedOut;
       return {
@@ -336,6 +491,11 @@ class Exchange {
         detail: (e as Error).message,
         status: timedOut ? 504 : 503,
       };
+    }
+    if (ctl !== undefined) {
+      // A hedge race may cancel this attempt by closing its connection.
+      ctl.conn = conn;
+      if (ctl.cancelled) conn.close();
     }
     let timedOut = false;
     const timer = Number.isFinite(perTryMs)
@@ -349,9 +509,13 @@ class Exchange {
       if (timedOut) return { failure: "timeout", detail: "upstream request timeout" };
       if ("failure" in result && reused && body !== undefined && performance.now() < deadline) {
         // A pooled connection the upstream had just closed: try once on a fresh one.
-        const fresh = await this.#opts.pool.acquire(up.host, up.port).catch(() => undefined);
+        const fresh = await acquireConn(this.#opts.pool, this.#cluster, up).catch(() => undefined);
         if (fresh === undefined) return result;
         conn = fresh.conn;
+        if (ctl !== undefined) {
+          ctl.conn = conn;
+          if (ctl.cancelled) conn.close();
+        }
         const again = await this.#exchangeOn(conn, up, requestHead, body);
         return timedOut ? { failure: "timeout", detail: "upstream request timeout" } : again;
       }
@@ -527,8 +691,8 @@ class Exchange {
       keep = false;
       a.conn.close();
       await a.body;
-    } else if (res.keepAlive) {
-      this.#opts.pool.release(a.up.host, a.up.port, a.conn);
+    } else if (res.keepAlive && reusable(this.#cluster, a.conn)) {
+      this.#opts.pool.release(a.up, a.conn);
     } else {
       a.conn.close();
     }
@@ -542,7 +706,15 @@ class Exchange {
   ): Promise<boolean> {
     let status = r?.status ?? 503;
     let body: string;
+    const extra: HeaderList = [];
     switch (r?.failure) {
+      case "overflow":
+        // A connectionPool limit refused the attempt: answered at once, as Envoy does.
+        status = 503;
+        this.#flags.push("UO");
+        extra.push(["x-envoy-overloaded", "true"]);
+        body = "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+        break;
       case "timeout":
         status = 504;
         this.#flags.push("UT");
@@ -568,7 +740,7 @@ class Exchange {
     });
     // The request body may be half sent: the client connection cannot be reused.
     const keep = this.#head.keepAlive && this.#head.framing.kind === "none";
-    await this.#local(status, body, "", keep).catch(() => {});
+    await this.#local(status, body, "", keep, extra).catch(() => {});
     this.#record(fwd.labels, undefined);
     return keep;
   }
@@ -581,7 +753,7 @@ class Exchange {
     }
     let conn: BufConn;
     try {
-      ({ conn } = await this.#opts.pool.acquire(up.host, up.port));
+      ({ conn } = await this.#opts.pool.acquire(up));
     } catch (e) {
       await this.#local(
         503,
@@ -632,6 +804,13 @@ class Exchange {
       startMs: this.#start,
       requestBytes: this.#requestBytes,
       responseBytes: this.#responseBytes,
+      trace: this.#trace,
+      method: this.#head.method,
+      path: this.#requestView?.path ?? this.#head.target,
+      authority: this.#requestView?.authority ?? "",
+      protocol: this.#head.minor === 0 ? "HTTP/1.0" : "HTTP/1.1",
+      conn: this.#info,
+      upstream: up,
     });
   }
 }

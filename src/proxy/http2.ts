@@ -15,6 +15,7 @@ import http2 from "node:http2";
 import type { Socket } from "node:net";
 import { Duplex } from "node:stream";
 import { GoawayFilter } from "../http/h2_goaway_filter.ts";
+import { duplexOf } from "../net/duplex.ts";
 import type { HeaderOps } from "../config/runtime.ts";
 import type { HeaderList } from "../http/h1_head.ts";
 import { log } from "../log.ts";
@@ -22,67 +23,32 @@ import type { BufConn } from "../net/buf_conn.ts";
 import type { ConnInfo } from "./http1.ts";
 import { observe, type Observer } from "./observe.ts";
 import { applyHeaderOps, backoffMs, newRequestId, retriesStatus, sleep } from "./policy.ts";
-import { connect } from "./pool.ts";
+import type { ConnPool } from "./pool.ts";
+import { breakerFor } from "./circuit_breaker.ts";
+import { recordOutcome } from "./outlier.ts";
+import { budgetFor } from "./retry_budget.ts";
+import { setClientCertHeader } from "./xfcc.ts";
 import { type RequestView, splitAuthority } from "./route_match.ts";
 import type { Forward, HttpRouter, Upstream } from "./target.ts";
+import type { RequestTrace } from "../telemetry/tracing.ts";
 
 export interface Http2Options extends Observer {
   router: HttpRouter;
-  connectTimeoutMs: number;
+  /** Dials upstreams (mTLS for meshed ones). */
+  pool: ConnPool;
 }
 
 /**
- * A Duplex over a BufConn (buffered bytes first, then reads as they come),
- * for node:http2. The peer's GOAWAY frames are taken out of the byte stream
- * and reported to `onGoaway` (see h2_goaway_filter.ts for why).
+ * The socket node:http2 gets: a Duplex over remora's connection with the
+ * peer's GOAWAY frames taken out and reported to `onGoaway` (see
+ * h2_goaway_filter.ts for why).
  */
-export function duplexOf(
+function h2Duplex(
   connecting: BufConn | Promise<BufConn>,
   opts: { clientPreface: boolean; onGoaway?: () => void },
 ): Duplex {
-  let reading = false;
-  let conn: BufConn | undefined = connecting instanceof Promise ? undefined : connecting;
-  const ready = Promise.resolve(connecting);
   const filter = new GoawayFilter(opts.clientPreface, opts.onGoaway);
-  const d = new Duplex({
-    // The peer's EOF ends our side too, so that the connection is closed and
-    // released (a half-open h2 connection has nothing more to say).
-    allowHalfOpen: false,
-    read() {
-      if (reading) return;
-      reading = true;
-      (async () => {
-        const c = conn ?? await ready;
-        for (;;) {
-          if (c.buffered === 0 && !(await c.fill())) {
-            d.push(null);
-            return;
-          }
-          const chunk = c.buf.slice(c.start, c.end);
-          c.consume(chunk.length);
-          let more = true;
-          for (const piece of filter.push(chunk)) more = d.push(piece);
-          if (!more) {
-            reading = false;
-            return;
-          }
-        }
-      })().catch((e) => d.destroy(e as Error));
-    },
-    write(chunk: Uint8Array, _enc, cb) {
-      (conn !== undefined ? conn.writeAll(chunk) : ready.then((c) => c.writeAll(chunk)))
-        .then(() => cb(), (e) => cb(e as Error));
-    },
-    final(cb) {
-      ready.then((c) => c.closeWrite(), () => {}).finally(() => cb());
-    },
-    destroy(err, cb) {
-      ready.then((c) => c.close(), () => {});
-      cb(err);
-    },
-  });
-  ready.then((c) => conn = c, (e) => d.destroy(e as Error));
-  return d;
+  return duplexOf(connecting, (chunk) => filter.push(chunk));
 }
 
 const UNKNOWN_CONN: ConnInfo = {
@@ -133,7 +99,7 @@ export class Http2Engine {
 
   serve(client: BufConn, info: ConnInfo): void {
     // A client's GOAWAY only says it opens no more streams; it closes the connection next.
-    const socket = duplexOf(client, { clientPreface: true }) as Duplex & { [CONN_INFO]?: ConnInfo };
+    const socket = h2Duplex(client, { clientPreface: true }) as Duplex & { [CONN_INFO]?: ConnInfo };
     socket[CONN_INFO] = info;
     socket.on("error", () => {});
     this.#server.emit("connection", socket);
@@ -145,7 +111,10 @@ export class Http2Engine {
   }
 
   #session(up: Upstream): http2.ClientHttp2Session {
-    const key = `${up.host}:${up.port}`;
+    const m = up.meshed;
+    const key = m === undefined
+      ? `${up.host}:${up.port}`
+      : `${up.host}:${up.port}|${m.namespace}/${m.serviceAccount}`;
     const pooled = this.#sessions.get(key);
     if (pooled !== undefined && !pooled.closed && !pooled.destroyed) return pooled;
     const host = up.host.includes(":") ? `[${up.host}]` : up.host;
@@ -156,7 +125,7 @@ export class Http2Engine {
     session = http2.connect(`http://${host}:${up.port}`, {
       // remora's own socket, so that the upstream's GOAWAY is seen here and not by node:http2.
       createConnection: () =>
-        duplexOf(connect(up.host, up.port, this.#opts.connectTimeoutMs), {
+        h2Duplex(this.#opts.pool.dial(up, "istio-h2"), {
           clientPreface: false,
           onGoaway: () => {
             // The upstream takes no new streams here: new requests get a new session,
@@ -188,6 +157,8 @@ export class Http2Engine {
     const flags: string[] = [];
     let requestBytes = 0;
     let responseBytes = 0;
+    // Set once the upstream headers are built; `finish` may run before that (local replies).
+    let trace: RequestTrace | undefined = undefined;
     const finish = (
       labels: Forward["labels"],
       status: number,
@@ -204,6 +175,13 @@ export class Http2Engine {
         startMs: start,
         requestBytes,
         responseBytes,
+        trace,
+        method,
+        path,
+        authority,
+        protocol: "HTTP/2",
+        conn: info,
+        upstream: up,
       });
     if (hp === undefined || method === "CONNECT") {
       respondLocal(stream, 400, "remora: :authority is missing or malformed");
@@ -221,6 +199,9 @@ export class Http2Engine {
         return v === undefined ? undefined : Array.isArray(v) ? v.join(",") : String(v);
       },
       originalDst: info.originalDst,
+      sourceIp: info.remoteAddr,
+      principal: info.peer?.principal,
+      sourceAddr: info.remoteAddr,
     };
     const d = this.#opts.router.route(view);
     if (d.kind === "local") {
@@ -258,7 +239,15 @@ export class Http2Engine {
     const ip = info.remoteAddr.startsWith("::ffff:") ? info.remoteAddr.slice(7) : info.remoteAddr;
     if (xff === -1) list.push(["x-forwarded-for", ip]);
     else list[xff] = ["x-forwarded-for", `${list[xff]![1]}, ${ip}`];
+    setClientCertHeader(
+      list,
+      this.#opts.reporter === "destination",
+      info.peer,
+      this.#opts.self.principal?.(),
+    );
     if (!list.some(([k]) => k === "x-forwarded-proto")) list.push(["x-forwarded-proto", scheme]);
+    // Trace context in, this hop's context out (telemetry/tracing.ts).
+    trace = this.#opts.telemetry?.onRequest(list);
     applyHeaderOps(list, route?.requestHeaders);
     applyHeaderOps(list, d.destination.requestHeaders);
     const out: http2.OutgoingHttpHeaders = {
@@ -280,52 +269,100 @@ export class Http2Engine {
     const timeoutMs = route?.timeoutMs;
     const deadline = timeoutMs !== undefined && timeoutMs > 0 ? start + timeoutMs : Infinity;
     let previous: Upstream | undefined;
-    for (let n = 1; n <= maxAttempts; n++) {
-      const up = d.next(previous);
-      if (up === undefined) {
-        flags.push("UH");
-        respondLocal(stream, 503, "no healthy upstream");
-        finish(d.labels, 503, undefined, "");
+    // Resilience (circuit_breaker.ts, retry_budget.ts, outlier.ts): no work without a policy.
+    const breaker = breakerFor(d.cluster);
+    const budget = maxAttempts > 1 ? budgetFor(d.cluster) : undefined;
+    const stats = this.#opts.metrics.resilience;
+    let retrying = false;
+    budget?.requestStarted();
+    try {
+      for (let n = 1; n <= maxAttempts; n++) {
+        const up = d.next(previous);
+        if (up === undefined) {
+          flags.push("UH");
+          respondLocal(stream, 503, "no healthy upstream");
+          finish(d.labels, 503, undefined, "");
+          return;
+        }
+        previous = up;
+        if (n > 1) await sleep(backoffMs(n - 1));
+        const last = n === maxAttempts;
+        if (maxAttempts > 1) out["x-envoy-attempt-count"] = String(n);
+        const over = breaker?.acquireStream();
+        if (over !== undefined) {
+          stats.overflow(d.labels.cluster, over);
+          flags.push("UO");
+          respondLocal(
+            stream,
+            503,
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            [["x-envoy-overloaded", "true"]],
+          );
+          finish(d.labels, 503, undefined, "");
+          return;
+        }
+        d.begin(up);
+        let outcome: Outcome;
+        try {
+          outcome = await this.#attempt(stream, out, up, {
+            perTryMs: Math.min(deadline - performance.now(), retry?.perTryTimeoutMs ?? Infinity),
+            // A retriable status is held back unless this is the last attempt.
+            holdStatus: last || retry === undefined ? undefined : (s) => retriesStatus(retry, s),
+            responseHeaders: [route?.responseHeaders, d.destination.responseHeaders],
+            onResponseBytes: (k) => responseBytes += k,
+            onRequestBytes: (k) => requestBytes += k,
+            replayable: maxAttempts > 1,
+          });
+        } finally {
+          d.end(up);
+          breaker?.releaseStream();
+          if (retrying) {
+            budget!.retryEnded();
+            retrying = false;
+          }
+        }
+        recordOutcome(
+          d.cluster,
+          up,
+          outcome.kind === "done"
+            ? outcome.status
+            : outcome.kind === "reset"
+            ? outcome.status ?? 0
+            : 0,
+          stats,
+        );
+        if (outcome.kind === "done") {
+          if (outcome.flag !== undefined) flags.push(outcome.flag);
+          finish(d.labels, outcome.status, up, outcome.grpcStatus);
+          return;
+        }
+        if (!last) {
+          const refused = budget!.tryRetry();
+          if (refused === undefined) {
+            retrying = true;
+            stats.retry(d.labels.cluster);
+            continue;
+          }
+          stats.retryOverflow(d.labels.cluster, refused);
+        }
+        if (n > 1) flags.push("URX");
+        const status = outcome.kind === "timeout" ? 504 : outcome.status ?? 503;
+        flags.push(outcome.kind === "timeout" ? "UT" : outcome.kind === "connect" ? "UF" : "UC");
+        respondLocal(
+          stream,
+          status,
+          outcome.kind === "timeout"
+            ? "upstream request timeout"
+            : `upstream connect error or disconnect/reset before headers. reset reason: ${
+              outcome.kind === "connect" ? "connection failure" : "connection termination"
+            }, detail: ${outcome.detail}`,
+        );
+        finish(d.labels, status, up, "");
         return;
       }
-      previous = up;
-      if (n > 1) await sleep(backoffMs(n - 1));
-      const last = n === maxAttempts;
-      d.begin(up);
-      let outcome: Outcome;
-      try {
-        outcome = await this.#attempt(stream, out, up, {
-          perTryMs: Math.min(deadline - performance.now(), retry?.perTryTimeoutMs ?? Infinity),
-          // A retriable status is held back unless this is the last attempt.
-          holdStatus: last || retry === undefined ? undefined : (s) => retriesStatus(retry, s),
-          responseHeaders: [route?.responseHeaders, d.destination.responseHeaders],
-          onResponseBytes: (k) => responseBytes += k,
-          onRequestBytes: (k) => requestBytes += k,
-          replayable: maxAttempts > 1,
-        });
-      } finally {
-        d.end(up);
-      }
-      if (outcome.kind === "done") {
-        if (outcome.flag !== undefined) flags.push(outcome.flag);
-        finish(d.labels, outcome.status, up, outcome.grpcStatus);
-        return;
-      }
-      if (!last) continue;
-      if (n > 1) flags.push("URX");
-      const status = outcome.kind === "timeout" ? 504 : outcome.status ?? 503;
-      flags.push(outcome.kind === "timeout" ? "UT" : outcome.kind === "connect" ? "UF" : "UC");
-      respondLocal(
-        stream,
-        status,
-        outcome.kind === "timeout"
-          ? "upstream request timeout"
-          : `upstream connect error or disconnect/reset before headers. reset reason: ${
-            outcome.kind === "connect" ? "connection failure" : "connection termination"
-          }, detail: ${outcome.detail}`,
-      );
-      finish(d.labels, status, up, "");
-      return;
+    } finally {
+      if (retrying) budget!.retryEnded();
+      budget?.requestEnded();
     }
   }
 

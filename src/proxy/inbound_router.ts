@@ -1,12 +1,18 @@
 /**
  * Inbound routing: every request received for the workload goes to the local
  * app on 127.0.0.1, at the original destination port of a connection that
- * iptables redirected, else at the app port (--app-port). Istio applies VirtualService routing on the caller's
- * side, so none is applied here; the Host header only names the destination
- * service for metrics when the config knows it.
+ * iptables redirected, else at the app port (--app-port). Before that, the
+ * path is normalized and the request authorized (AuthorizationPolicy: 403
+ * "RBAC: access denied"), with the same normalized path forwarded. Istio
+ * applies VirtualService routing on the caller's side, so none is applied
+ * here; the Host header only names the destination service for metrics when
+ * the config knows it.
  */
 
 import type { RuntimeConfig } from "../config/runtime.ts";
+import { log } from "../log.ts";
+import { authorize } from "../security/authz.ts";
+import { normalizePath } from "../security/normalize.ts";
 import { findVirtualHost, type RequestView } from "./route_match.ts";
 import {
   type Forward,
@@ -41,7 +47,32 @@ export class InboundRouter implements HttpRouter {
         "NR",
       );
     }
-    const vhost = findVirtualHost(this.#opts.getConfig(), req.host, req.port);
+    const cfg = this.#opts.getConfig();
+    // Authorization sees the path the app will see (security/normalize.ts).
+    const normalized = normalizePath(req.path);
+    if (!normalized.ok) {
+      return localReply(400, `remora: bad request path: ${normalized.reason}`, "");
+    }
+    const decision = authorize(cfg.security, {
+      principal: req.principal === undefined
+        ? undefined
+        : req.principal.replace(/^spiffe:\/\//, ""),
+      sourceIp: req.sourceIp,
+      destinationPort: port,
+      http: { method: req.method, path: normalized.path, host: req.authority, header: req.header },
+    });
+    if (decision.audit.length > 0) {
+      log.info("authorization audit", {
+        policies: decision.audit,
+        allowed: decision.allowed,
+        path: normalized.path,
+      });
+    }
+    if (!decision.allowed) {
+      log.debug("request denied", { reason: decision.reason, policy: decision.policy ?? "" });
+      return localReply(403, "RBAC: access denied", "");
+    }
+    const vhost = findVirtualHost(cfg, req.host, req.port);
     const labels = vhost === undefined ? UNKNOWN_DESTINATION : {
       service: vhost.serviceHost,
       serviceName: vhost.serviceName,
@@ -54,7 +85,7 @@ export class InboundRouter implements HttpRouter {
       route: undefined,
       cluster: undefined,
       authority: undefined,
-      path: req.path,
+      path: normalized.path,
       labels,
       destination: { requestHeaders: undefined, responseHeaders: undefined },
       next: () => up,

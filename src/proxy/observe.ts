@@ -1,23 +1,44 @@
 /**
  * Turns one finished exchange into its metrics record, the same way for the
  * HTTP/1 and HTTP/2 engines: reporter-dependent source and destination
- * labels, response flags joined as Envoy prints them ("-" when none).
+ * labels, response flags joined as Envoy prints them ("-" when none). The
+ * same facts go to the telemetry hook (spans, access log) when one is set.
  */
 
 import type { Endpoint } from "../config/runtime.ts";
 import type { Metrics, Reporter } from "../telemetry/metrics.ts";
-import type { DestinationLabels } from "./target.ts";
+import type { RequestTrace, TelemetryHook } from "../telemetry/tracing.ts";
+import type { ConnInfo } from "./http1.ts";
+import type { DestinationLabels, Upstream } from "./target.ts";
 
 /** The workload remora runs beside, for metrics labels. */
 export interface SelfInfo {
   workload: string;
   namespace: string;
+  /** This workload's SPIFFE ID, when it has a mesh identity. */
+  principal?: () => string | undefined;
+}
+
+/** A SPIFFE ID as Istio's metrics print it: without the scheme ("cluster.local/ns/x/sa/y"). */
+function principalLabel(id: string | undefined): string {
+  return id === undefined ? "unknown" : id.startsWith("spiffe://") ? id.slice(9) : id;
+}
+
+/** The identity a meshed upstream must present, as the pool checks it. */
+function upstreamPrincipal(self: SelfInfo, up: Upstream | undefined): string | undefined {
+  const m = up?.meshed;
+  const mine = self.principal?.();
+  if (m?.serviceAccount === undefined || mine === undefined) return undefined;
+  const td = mine.slice(9, mine.indexOf("/", 9));
+  return `spiffe://${td}/ns/${m.namespace}/sa/${m.serviceAccount}`;
 }
 
 export interface Observer {
   metrics: Metrics;
   reporter: Reporter;
   self: SelfInfo;
+  /** Spans and access logs (telemetry/tracing.ts); absent in tests that need neither. */
+  telemetry?: TelemetryHook | undefined;
 }
 
 export interface ExchangeFacts {
@@ -30,18 +51,38 @@ export interface ExchangeFacts {
   startMs: number;
   requestBytes: number;
   responseBytes: number;
+  // For spans and access logs (references only: nothing is built unless they are on).
+  /** What `TelemetryHook.onRequest` returned, when the request was forwarded. */
+  trace: RequestTrace | undefined;
+  method: string;
+  /** The request path as received, with the query. */
+  path: string;
+  authority: string;
+  /** "HTTP/1.1", "HTTP/1.0" or "HTTP/2". */
+  protocol: string;
+  conn: ConnInfo;
+  upstream: Upstream | undefined;
+  /** SNI of the downstream TLS connection, when known. */
+  requestedServerName?: string;
+  /** The peer's SPIFFE id, when known. */
+  peerPrincipal?: string;
 }
 
 export function observe(o: Observer, x: ExchangeFacts): void {
   const source = o.reporter === "source";
+  const flags = x.flags.length === 0 ? "-" : [...new Set(x.flags)].join(",");
+  const durationMs = performance.now() - x.startMs;
+  o.telemetry?.onExchange(x, flags, durationMs);
   o.metrics.recordRequest({
     reporter: o.reporter,
     sourceWorkload: source ? o.self.workload : "unknown",
     sourceNamespace: source ? o.self.namespace : "unknown",
-    sourcePrincipal: "unknown",
+    sourcePrincipal: principalLabel(source ? o.self.principal?.() : x.conn.peer?.principal),
     destinationWorkload: source ? x.endpoint?.workload ?? "unknown" : o.self.workload,
     destinationNamespace: source ? x.endpoint?.namespace ?? "unknown" : o.self.namespace,
-    destinationPrincipal: "unknown",
+    destinationPrincipal: principalLabel(
+      source ? upstreamPrincipal(o.self, x.upstream) : o.self.principal?.(),
+    ),
     destinationService: x.labels.service,
     destinationServiceName: x.labels.serviceName,
     destinationServiceNamespace: x.labels.serviceNamespace,
@@ -49,10 +90,14 @@ export function observe(o: Observer, x: ExchangeFacts): void {
     responseCode: x.status,
     requestProtocol: x.grpc ? "grpc" : "http",
     grpcResponseStatus: x.grpcStatus,
-    responseFlags: x.flags.length === 0 ? "-" : [...new Set(x.flags)].join(","),
+    responseFlags: flags,
     // As in Istio: the caller's side cannot know how the callee received it.
-    connectionSecurityPolicy: source ? "unknown" : "none",
-    durationMs: performance.now() - x.startMs,
+    connectionSecurityPolicy: source
+      ? "unknown"
+      : x.conn.peer?.principal !== undefined
+      ? "mutual_tls"
+      : "none",
+    durationMs,
     requestBytes: x.requestBytes,
     responseBytes: x.responseBytes,
   });

@@ -14,7 +14,8 @@
  */
 
 import type { Cluster, HttpRoute, RuntimeConfig, VirtualHost } from "../config/runtime.ts";
-import { balancerFor } from "./balance.ts";
+import { balancerFor, requestHash } from "./balance.ts";
+import { detectorFor } from "./outlier.ts";
 import {
   findByOriginalDst,
   findVirtualHost,
@@ -28,8 +29,10 @@ import {
   type Forward,
   type HttpRouter,
   localReply,
+  meshedPeer,
   type RouteDecision,
   type Upstream,
+  upstreamOf,
 } from "./target.ts";
 
 const PASSTHROUGH: DestinationLabels = {
@@ -153,6 +156,19 @@ function clusterLabels(c: Cluster): DestinationLabels {
   };
 }
 
+/** The destination's response header operations plus a Set-Cookie (a generated hash cookie). */
+function withSetCookie(d: Forward["destination"], cookie: string): Forward["destination"] {
+  const ops = d.responseHeaders;
+  return {
+    requestHeaders: d.requestHeaders,
+    responseHeaders: {
+      set: ops?.set ?? [],
+      add: [...(ops?.add ?? []), ["set-cookie", cookie]],
+      remove: ops?.remove ?? [],
+    },
+  };
+}
+
 /** Applies a route's rewrite to the path. */
 export function rewritePath(route: HttpRoute | undefined, path: string): string {
   const rw = route?.rewrite;
@@ -201,6 +217,9 @@ function forwardTo(
       port: cluster.port || req.port,
       endpoint: undefined,
     };
+    // A host outside the registry is meshed only when a DestinationRule says ISTIO_MUTUAL.
+    const meshed = meshedPeer(cluster, undefined);
+    if (meshed !== undefined) up.meshed = meshed;
     return {
       kind: "forward",
       route,
@@ -215,6 +234,15 @@ function forwardTo(
     };
   }
   const balancer = balancerFor(cluster);
+  // Resilience policy (consistent hash, outlier ejection): nothing to do without one.
+  const policy = cluster.policy;
+  const outlier = detectorFor(cluster);
+  let hash: number | undefined;
+  if (policy?.hash !== undefined) {
+    const h = requestHash(policy.hash, req.header, req.sourceAddr);
+    hash = h.hash;
+    if (h.setCookie !== undefined) destination = withSetCookie(destination, h.setCookie);
+  }
   return {
     kind: "forward",
     route,
@@ -224,8 +252,11 @@ function forwardTo(
     labels,
     destination,
     next(previous) {
-      const e = balancer.pick(previous?.endpoint);
-      return e === undefined ? undefined : { host: e.address, port: e.port, endpoint: e };
+      const usable = outlier?.filter();
+      const e = usable === undefined && hash === undefined
+        ? balancer.pick(previous?.endpoint)
+        : balancer.pick(previous?.endpoint, { usable, hash });
+      return e === undefined ? undefined : upstreamOf(cluster, e);
     },
     begin(u) {
       if (u.endpoint !== undefined) balancer.begin(u.endpoint);

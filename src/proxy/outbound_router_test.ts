@@ -20,6 +20,8 @@ function req(host: string, port: number, extra: Partial<RequestView> = {}): Requ
     scheme: "http",
     header: () => undefined,
     originalDst: undefined,
+    sourceIp: "127.0.0.1",
+    principal: undefined,
     ...extra,
   };
 }

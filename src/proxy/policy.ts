@@ -10,7 +10,7 @@ import type { HeaderOps, RetryPolicy } from "../config/runtime.ts";
 import type { HeaderList } from "../http/h1_head.ts";
 
 /** Why an attempt failed before a usable response. */
-export type Failure = "connect-failure" | "reset" | "timeout";
+export type Failure = "connect-failure" | "reset" | "timeout" | "overflow";
 
 export function retriesStatus(p: RetryPolicy, status: number): boolean {
   if (p.statusCodes.has(status)) return true;
@@ -29,6 +29,9 @@ export function retriesFailure(p: RetryPolicy, f: Failure): boolean {
     case "timeout":
       // A per-try timeout is always retried while attempts remain (as Envoy does).
       return true;
+    case "overflow":
+      // A circuit breaker said no: retrying would only add load.
+      return false;
   }
 }
 

@@ -1,5 +1,6 @@
 /**
- * Upstream HTTP/1.1 connection pool, keyed by "host:port".
+ * Upstream HTTP/1.1 connection pool, keyed by "host:port" (and the expected
+ * peer identity for meshed upstreams, which are dialled with mTLS).
  *
  * Idle connections wait in a LIFO list with a pending read (see
  * `BufConn.watchIdle`), so one the upstream closed is dropped at once rather
@@ -7,7 +8,10 @@
  * of HTTP; callers decide when a connection is clean enough to return.
  */
 
+import { log } from "../log.ts";
 import { BufConn } from "../net/buf_conn.ts";
+import { type MeshIdentity, originate } from "../tls/mtls.ts";
+import type { Upstream } from "./target.ts";
 
 /** Connecting to an upstream failed (refused, unreachable, timed out). */
 export class ConnectError extends Error {
@@ -20,6 +24,16 @@ export class ConnectError extends Error {
 export interface PoolOptions {
   connectTimeoutMs: number;
   maxIdlePerHost: number;
+  /** This workload's identity, for mTLS to meshed upstreams. */
+  identity: MeshIdentity | undefined;
+}
+
+/** Pooled connections are only shared between upstreams with the same address and identity. */
+function poolKey(up: Upstream): string {
+  const m = up.meshed;
+  return m === undefined
+    ? `${up.host}:${up.port}`
+    : `${up.host}:${up.port}|${m.namespace}/${m.serviceAccount ?? "*"}`;
 }
 
 export class ConnPool {
@@ -27,28 +41,61 @@ export class ConnPool {
   readonly #opts: PoolOptions;
 
   constructor(opts: Partial<PoolOptions> = {}) {
-    this.#opts = { connectTimeoutMs: 10_000, maxIdlePerHost: 128, ...opts };
+    this.#opts = { connectTimeoutMs: 10_000, maxIdlePerHost: 128, identity: undefined, ...opts };
   }
 
-  /** An idle connection to host:port if one is healthy, else a new one. */
-  async acquire(host: string, port: number): Promise<{ conn: BufConn; reused: boolean }> {
-    const key = host + ":" + port;
+  /**
+   * An idle connection to the upstream if one is healthy, else a new one:
+   * plain TCP, or mTLS for a meshed upstream (HTTP/1.1 ALPN).
+   */
+  async acquire(up: Upstream): Promise<{ conn: BufConn; reused: boolean }> {
+    const key = poolKey(up);
     const list = this.#idle.get(key);
     while (list !== undefined && list.length > 0) {
       const c = list.pop()!;
       if (c.claim()) return { conn: c, reused: true };
       c.close();
     }
-    return { conn: await connect(host, port, this.#opts.connectTimeoutMs), reused: false };
+    return { conn: await this.dial(up, "istio-http/1.1"), reused: false };
+  }
+
+  /** A new connection to the upstream: mTLS with `alpn` when it is meshed, else plain TCP. */
+  dial(up: Upstream, alpn: string): Promise<BufConn> {
+    const tcp = connect(up.host, up.port, this.#opts.connectTimeoutMs);
+    if (up.meshed === undefined) return tcp;
+    const identity = this.#opts.identity;
+    if (identity === undefined) {
+      tcp.then((c) => c.close(), () => {});
+      return Promise.reject(
+        new ConnectError(
+          `${up.host}:${up.port} is in the mesh (mTLS) but remora has no identity: start it with --identity-dir`,
+          false,
+        ),
+      );
+    }
+    const m = identity.material;
+    const expectedId = up.meshed.serviceAccount === undefined
+      ? undefined
+      : `spiffe://${m.trustDomain}/ns/${up.meshed.namespace}/sa/${up.meshed.serviceAccount}`;
+    return originate(tcp, identity, { expectedId, alpn }, this.#opts.connectTimeoutMs).catch(
+      (e) => {
+        // An identity mismatch or failed handshake is a connect failure (503 UF), never a plaintext retry.
+        log.warn("mTLS to upstream failed", {
+          upstream: `${up.host}:${up.port}`,
+          error: (e as Error).message,
+        });
+        throw new ConnectError((e as Error).message, false);
+      },
+    );
   }
 
   /** Returns a connection whose last exchange ended cleanly. */
-  release(host: string, port: number, conn: BufConn): void {
+  release(up: Upstream, conn: BufConn): void {
     if (conn.closed || conn.eof || conn.buffered > 0) {
       conn.close();
       return;
     }
-    const key = host + ":" + port;
+    const key = poolKey(up);
     let list = this.#idle.get(key);
     if (list === undefined) this.#idle.set(key, list = []);
     if (list.length >= this.#opts.maxIdlePerHost) {

@@ -33,6 +33,12 @@ export interface RequestView {
   header(name: string): string | undefined;
   /** The connection's destination before an iptables REDIRECT, if it was redirected. */
   originalDst: { host: string; port: number } | undefined;
+  /** The client's address. */
+  sourceIp: string;
+  /** The mTLS peer's SPIFFE ID (spiffe://...), when the request came over mesh mTLS. */
+  principal: string | undefined;
+  /** The client's address (consistentHash useSourceIp). */
+  sourceAddr?: string;
 }
 
 /** Splits "host:port" or "[v6]:port" into a lower-case host and a port. */

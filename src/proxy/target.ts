@@ -15,6 +15,42 @@ export interface Upstream {
   host: string;
   port: number;
   endpoint: Endpoint | undefined;
+  /** Set when the upstream is in the mesh: remora then speaks mTLS to it, never plaintext. */
+  meshed?: MeshedPeer;
+}
+
+/** A meshed upstream's identity: spiffe://<trust domain>/ns/<namespace>/sa/<serviceAccount>. */
+export interface MeshedPeer {
+  /** Undefined when only the trust domain is known (DestinationRule ISTIO_MUTUAL, no serviceAccount). */
+  serviceAccount: string | undefined;
+  namespace: string;
+}
+
+/**
+ * Whether an endpoint of a cluster is reached with mTLS (Istio's auto mTLS):
+ * DestinationRule tls.mode DISABLE never, ISTIO_MUTUAL always, otherwise when
+ * the endpoint names a serviceAccount.
+ */
+export function meshedPeer(
+  cluster: Cluster | undefined,
+  e: Endpoint | undefined,
+): MeshedPeer | undefined {
+  if (cluster?.tlsMode === "DISABLE") return undefined;
+  if (e?.serviceAccount !== undefined) {
+    return { serviceAccount: e.serviceAccount, namespace: e.namespace };
+  }
+  if (cluster?.tlsMode === "ISTIO_MUTUAL") {
+    return { serviceAccount: undefined, namespace: e?.namespace ?? cluster.namespace };
+  }
+  return undefined;
+}
+
+/** An upstream for endpoint `e` of `cluster`, with its mesh identity when it has one. */
+export function upstreamOf(cluster: Cluster, e: Endpoint): Upstream {
+  const meshed = meshedPeer(cluster, e);
+  return meshed === undefined
+    ? { host: e.address, port: e.port, endpoint: e }
+    : { host: e.address, port: e.port, endpoint: e, meshed };
 }
 
 /** Destination labels for metrics and logs, all from bounded sets. */

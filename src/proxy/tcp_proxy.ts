@@ -10,14 +10,20 @@
 
 import type { Endpoint, RuntimeConfig } from "../config/runtime.ts";
 import { log } from "../log.ts";
+import { authorize } from "../security/authz.ts";
 import type { BufConn } from "../net/buf_conn.ts";
 import type { ServerFirstMemory } from "./detect.ts";
 import type { ConnInfo } from "./http1.ts";
 import type { Observer } from "./observe.ts";
 import { balancerFor } from "./balance.ts";
-import { connect } from "./pool.ts";
+import type { ConnPool } from "./pool.ts";
 import { findByOriginalDst, findVirtualHost, pickCluster } from "./route_match.ts";
-import { type DestinationLabels, UNKNOWN_DESTINATION, type Upstream } from "./target.ts";
+import {
+  type DestinationLabels,
+  UNKNOWN_DESTINATION,
+  type Upstream,
+  upstreamOf,
+} from "./target.ts";
 import { relay } from "./tcp_relay.ts";
 
 /** Where an opaque TCP connection goes. */
@@ -35,7 +41,8 @@ export interface TcpRouter {
 
 export interface TcpProxyOptions extends Observer {
   router: TcpRouter;
-  connectTimeoutMs: number;
+  /** Dials upstreams (mTLS for meshed ones). */
+  pool: ConnPool;
   idleTimeoutMs: number;
   memory: ServerFirstMemory;
 }
@@ -76,7 +83,7 @@ export async function serveTcp(
     up = d.next(up);
     if (up === undefined) break;
     try {
-      upstream = await connect(up.host, up.port, opts.connectTimeoutMs);
+      upstream = await opts.pool.dial(up, "istio");
     } catch (e) {
       log.debug("TCP upstream connect failed", {
         upstream: `${up.host}:${up.port}`,
@@ -154,7 +161,7 @@ export class OutboundTcpRouter implements TcpRouter {
         labels,
         next(previous) {
           const e = balancer.pick(previous?.endpoint);
-          return e === undefined ? undefined : { host: e.address, port: e.port, endpoint: e };
+          return e === undefined ? undefined : upstreamOf(cluster, e);
         },
       };
     }
@@ -182,13 +189,27 @@ export class OutboundTcpRouter implements TcpRouter {
   }
 }
 
-/** Inbound TCP: the app on 127.0.0.1 at the original port, else the app port. */
+/**
+ * Inbound TCP: the app on 127.0.0.1 at the original port, else the app port,
+ * once AuthorizationPolicy allows the connection (denied: closed).
+ */
 export class InboundTcpRouter implements TcpRouter {
-  constructor(readonly appPort: number | undefined) {}
+  constructor(readonly appPort: number | undefined, readonly getConfig: () => RuntimeConfig) {}
 
   route(info: ConnInfo, _sni: string | undefined): TcpDecision {
     const port = info.originalDst?.port ?? this.appPort;
     if (port === undefined) return { refuse: "no app port", labels: UNKNOWN_DESTINATION };
+    const decision = authorize(this.getConfig().security, {
+      principal: info.peer?.principal?.replace(/^spiffe:\/\//, ""),
+      sourceIp: info.remoteAddr,
+      destinationPort: port,
+    });
+    if (decision.audit.length > 0) {
+      log.info("authorization audit", { policies: decision.audit, allowed: decision.allowed });
+    }
+    if (!decision.allowed) {
+      return { refuse: `RBAC: access denied (${decision.reason})`, labels: UNKNOWN_DESTINATION };
+    }
     const upstream = { host: "127.0.0.1", port, endpoint: undefined };
     return {
       labels: { ...UNKNOWN_DESTINATION, cluster: `inbound|${port}||` },

@@ -220,9 +220,19 @@ export class Metrics {
   readonly configReloads: client.Counter<"result">;
   readonly configVersion: client.Gauge<"version" | "source">;
   readonly downstreamConnections: client.Gauge<"listener">;
+  /** Circuit breaking, outlier ejection, retries and hedges, by cluster. */
+  readonly resilience: ResilienceMetrics;
+  readonly #identityExpiry: client.Gauge<string>;
+  #identityExpiryShown = false;
+  readonly #identityRotations: client.Counter<"result">;
+  readonly #tlsFailures: client.Counter<"side">;
+  readonly spansExported: client.Counter<"exporter">;
+  readonly spansDropped: client.Counter<"exporter" | "reason">;
+  readonly accessLogDropped: client.Counter<string>;
 
   constructor() {
     const registers = [this.registry];
+    this.resilience = new ResilienceMetrics(registers);
     const series = this.#series;
     const metrics = [
       new SeriesMetric(
@@ -300,6 +310,41 @@ export class Metrics {
       name: "remora_config_info",
       help: "The active config: 1 for its version and source",
       labelNames: ["version", "source"],
+      registers,
+    });
+    this.spansExported = new client.Counter({
+      name: "remora_spans_exported_total",
+      help: "Spans accepted by the collector, by exporter",
+      labelNames: ["exporter"],
+      registers,
+    });
+    this.spansDropped = new client.Counter({
+      name: "remora_spans_dropped_total",
+      help: "Spans dropped instead of exported (queue_full, export_failed, timeout), by exporter",
+      labelNames: ["exporter", "reason"],
+      registers,
+    });
+    this.accessLogDropped = new client.Counter({
+      name: "remora_access_log_lines_dropped_total",
+      help: "Access log lines dropped because stdout did not keep up",
+      registers,
+    });
+    this.#tlsFailures = new client.Counter({
+      name: "remora_tls_handshake_failures_total",
+      help:
+        "mTLS handshakes that failed, by side (inbound: a client refused; outbound: an upstream)",
+      labelNames: ["side"],
+      registers,
+    });
+    this.#identityExpiry = new client.Gauge({
+      name: "remora_identity_cert_expiry_timestamp_seconds",
+      help: "When the served identity certificate expires, in seconds since the epoch",
+      registers: [], // registered when first set: no identity, no series
+    });
+    this.#identityRotations = new client.Counter({
+      name: "remora_identity_rotations_total",
+      help: "Identity file sets loaded by rotation, by result (accepted or rejected)",
+      labelNames: ["result"],
       registers,
     });
     this.downstreamConnections = new client.Gauge({
@@ -380,6 +425,29 @@ export class Metrics {
     this.#tcp.closed.inc(labels);
   }
 
+  tlsHandshakeFailed(side: "inbound" | "outbound"): void {
+    this.#tlsFailures.inc({ side });
+  }
+
+  /**
+   * The served identity certificate's notAfter (set at start and on every
+   * rotation). Absent until set, so a proxy without an identity shows no
+   * series rather than an expiry at the epoch.
+   */
+  setIdentityCertExpiry(cert: Date | { notAfter: Date }): void {
+    const notAfter = cert instanceof Date ? cert : cert.notAfter;
+    this.#identityExpiry.set(notAfter.getTime() / 1000);
+    if (!this.#identityExpiryShown) {
+      this.#identityExpiryShown = true;
+      this.registry.registerMetric(this.#identityExpiry);
+    }
+  }
+
+  /** An identity rotation was accepted or refused (the old identity kept). */
+  identityRotation(result: "accepted" | "rejected"): void {
+    this.#identityRotations.inc({ result });
+  }
+
   /** The exposition text for a scrape. */
   render(): Promise<string> {
     return this.registry.metrics();
@@ -387,5 +455,77 @@ export class Metrics {
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+}
+
+/**
+ * Counters of the resilience features, labelled by cluster (a bounded set:
+ * cluster names of the config). Incremented only when something happens (an
+ * overflow, a retry, a hedge, an ejection), never per plain request.
+ */
+export class ResilienceMetrics {
+  readonly #overflow: client.Counter<"cluster" | "limit">;
+  readonly #retries: client.Counter<"cluster">;
+  readonly #retryOverflow: client.Counter<"cluster" | "limit">;
+  readonly #hedges: client.Counter<"cluster">;
+  readonly #hedgeWins: client.Counter<"cluster">;
+  readonly #ejections: client.Counter<"cluster">;
+
+  constructor(registers: client.Registry[]) {
+    this.#overflow = new client.Counter({
+      name: "remora_upstream_overflow_total",
+      help:
+        "Attempts refused by a connectionPool limit (503 UO), by cluster and limit (max_requests, max_pending, pending_timeout)",
+      labelNames: ["cluster", "limit"],
+      registers,
+    });
+    this.#retries = new client.Counter({
+      name: "remora_retries_total",
+      help: "Retries sent upstream, by cluster",
+      labelNames: ["cluster"],
+      registers,
+    });
+    this.#retryOverflow = new client.Counter({
+      name: "remora_retry_overflow_total",
+      help:
+        "Retries and hedges not sent because of the retry budget or maxRetries, by cluster and limit",
+      labelNames: ["cluster", "limit"],
+      registers,
+    });
+    this.#hedges = new client.Counter({
+      name: "remora_hedges_total",
+      help: "Hedged attempts sent upstream, by cluster",
+      labelNames: ["cluster"],
+      registers,
+    });
+    this.#hedgeWins = new client.Counter({
+      name: "remora_hedge_wins_total",
+      help: "Requests answered by their hedged attempt, by cluster",
+      labelNames: ["cluster"],
+      registers,
+    });
+    this.#ejections = new client.Counter({
+      name: "remora_outlier_ejections_total",
+      help: "Endpoints ejected by outlier detection, by cluster",
+      labelNames: ["cluster"],
+      registers,
+    });
+  }
+
+  overflow(cluster: string, limit: string): void {
+    this.#overflow.inc({ cluster, limit });
+  }
+  retry(cluster: string): void {
+    this.#retries.inc({ cluster });
+  }
+  retryOverflow(cluster: string, limit: string): void {
+    this.#retryOverflow.inc({ cluster, limit });
+  }
+  hedge(cluster: string, won: boolean): void {
+    this.#hedges.inc({ cluster });
+    if (won) this.#hedgeWins.inc({ cluster });
+  }
+  ejection(cluster: string): void {
+    this.#ejections.inc({ cluster });
   }
 }

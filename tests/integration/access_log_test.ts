@@ -1,0 +1,120 @@
+/**
+ * Access logs on stdout: `--access-log json` lines parse as JSON with
+ * Envoy's fields, `--access-log text` lines follow Envoy's default format,
+ * and a Telemetry `accessLogging` rule turns them on or off.
+ */
+
+import assert from "node:assert/strict";
+import { curl, eventually, startRemora, startUpstream, writeConfig } from "./harness.ts";
+
+const FIELDS = [
+  "start_time",
+  "method",
+  "path",
+  "protocol",
+  "response_code",
+  "response_flags",
+  "bytes_received",
+  "bytes_sent",
+  "duration",
+  "upstream_host",
+  "upstream_cluster",
+  "x_request_id",
+  "authority",
+  "downstream_remote_address",
+  "requested_server_name",
+  "source_principal",
+  "destination_principal",
+  "trace_id",
+];
+
+function jsonLines(stdout: string): Array<Record<string, unknown>> {
+  return stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+}
+
+Deno.test("access log: JSON lines with Envoy's fields, one per request", async () => {
+  const app = await startUpstream("app");
+  const r = await startRemora(["--app-port", String(app.port), "--access-log", "json"]);
+  try {
+    const ok = await curl(["-H", "x-request-id: req-1", `http://127.0.0.1:${r.inbound}/a?b=c`]);
+    assert.equal(ok.status, 200);
+    const nf = await curl([`http://127.0.0.1:${r.inbound}/status/404`]);
+    assert.equal(nf.status, 404);
+    assert.ok(await eventually(() => jsonLines(r.stdout()).length >= 2));
+    const [a, b] = jsonLines(r.stdout());
+    for (const f of FIELDS) assert.ok(f in a!, `field ${f} in ${JSON.stringify(a)}`);
+    assert.equal(a!.method, "GET");
+    assert.equal(a!.path, "/a?b=c");
+    assert.equal(a!.protocol, "HTTP/1.1");
+    assert.equal(a!.response_code, 200);
+    assert.equal(a!.response_flags, "-");
+    assert.equal(a!.x_request_id, "req-1");
+    assert.equal(a!.authority, `127.0.0.1:${r.inbound}`);
+    assert.equal(a!.upstream_host, `127.0.0.1:${app.port}`);
+    assert.equal(typeof a!.upstream_cluster, "string");
+    assert.match(String(a!.downstream_remote_address), /^127\.0\.0\.1:\d+$/);
+    assert.ok(typeof a!.bytes_sent === "number" && (a!.bytes_sent as number) > 0);
+    assert.ok(!Number.isNaN(Date.parse(String(a!.start_time))));
+    assert.equal(b!.response_code, 404);
+    assert.match(String(b!.x_request_id), /^[0-9a-f-]{36}$/, "generated when absent");
+  } finally {
+    await r.stop();
+    await app.close();
+  }
+});
+
+Deno.test("access log: text lines in Envoy's default format", async () => {
+  const app = await startUpstream("app");
+  const r = await startRemora(["--app-port", String(app.port), "--access-log", "text"]);
+  try {
+    const res = await curl(["-A", "curl-test", `http://127.0.0.1:${r.inbound}/t`]);
+    assert.equal(res.status, 200);
+    const re =
+      /^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET \/t HTTP\/1\.1" 200 - \d+ \d+ \d+ - "127\.0\.0\.1" "curl-test" "[0-9a-f-]{36}" "127\.0\.0\.1:\d+" "127\.0\.0\.1:\d+"$/;
+    assert.ok(
+      await eventually(() => r.stdout().split("\n").some((l) => re.test(l))),
+      r.stdout(),
+    );
+  } finally {
+    await r.stop();
+    await app.close();
+  }
+});
+
+Deno.test("access log: a Telemetry accessLogging rule turns logs on, and disabled turns them off", async () => {
+  const app = await startUpstream("app");
+  const on = await writeConfig(`apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: { name: logs }
+spec:
+  accessLogging:
+  - providers: [{ name: envoy }]
+`);
+  const off = await writeConfig(`apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: { name: logs }
+spec:
+  accessLogging:
+  - disabled: true
+`);
+  const a = await startRemora(["--app-port", String(app.port), "--config", on]);
+  const b = await startRemora([
+    "--app-port",
+    String(app.port),
+    "--config",
+    off,
+    "--access-log",
+    "json",
+  ]);
+  try {
+    assert.equal((await curl([`http://127.0.0.1:${a.inbound}/on`])).status, 200);
+    assert.equal((await curl([`http://127.0.0.1:${b.inbound}/off`])).status, 200);
+    assert.ok(await eventually(() => /"GET \/on HTTP\/1\.1" 200/.test(a.stdout())), a.stdout());
+    await new Promise((res) => setTimeout(res, 300));
+    assert.ok(!b.stdout().includes("/off"), b.stdout());
+  } finally {
+    await a.stop();
+    await b.stop();
+    await app.close();
+  }
+});

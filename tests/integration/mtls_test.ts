@@ -1,0 +1,276 @@
+/**
+ * mTLS between two remoras with real peers: A's outbound originates mTLS to
+ * B's inbound (a ServiceEntry endpoint with a serviceAccount), B terminates
+ * it and forwards to the app. openssl s_client and curl knock on B's inbound
+ * port with and without certificates, with a certificate from another CA and
+ * with an expired one; B's identity is rotated while a request is in flight.
+ */
+
+import assert from "node:assert/strict";
+import { type Ca, initCa, issueCert, writeIssued } from "../../src/identity/ca.ts";
+import {
+  type Echo,
+  type Remora,
+  startRemora,
+  startUpstream,
+  type Upstream,
+  writeConfig,
+} from "./harness.ts";
+
+const TD = "cluster.local";
+const HOUR = 3_600_000;
+
+async function identityDir(
+  ca: Ca,
+  sa: string,
+  opts: { ttlMs?: number; now?: Date } = {},
+): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: `remora-id-${sa}-` });
+  const issued = await issueCert(ca, {
+    id: `spiffe://${TD}/ns/default/sa/${sa}`,
+    ttlMs: opts.ttlMs ?? HOUR,
+    ...(opts.now ? { now: opts.now } : {}),
+  });
+  await writeIssued(dir, issued);
+  return dir;
+}
+
+function meshConfig(port: number, serviceAccount: string): string {
+  return `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: b }
+spec:
+  hosts: [b.mesh.internal]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { http: ${port} }, serviceAccount: ${serviceAccount} }]
+`;
+}
+
+interface Pair {
+  ca: Ca;
+  app: Upstream;
+  a: Remora;
+  b: Remora;
+  dirs: { a: string; b: string };
+}
+
+async function withPair(
+  opts: { expectSa?: string; bArgs?: string[] },
+  body: (p: Pair) => Promise<void>,
+): Promise<void> {
+  const ca = await initCa({ trustDomain: TD, ttlMs: 24 * HOUR });
+  const dirs = { a: await identityDir(ca, "a"), b: await identityDir(ca, "b") };
+  let app: Upstream | undefined;
+  let a: Remora | undefined;
+  let b: Remora | undefined;
+  try {
+    app = await startUpstream("app-b");
+    b = await startRemora([
+      "--identity-dir",
+      dirs.b,
+      "--app-port",
+      String(app.port),
+      ...(opts.bArgs ?? []),
+    ]);
+    const cfg = await writeConfig(meshConfig(b.inbound, opts.expectSa ?? "b"));
+    a = await startRemora(["--identity-dir", dirs.a, "--config", cfg]);
+    await body({ ca, app, a, b, dirs });
+  } finally {
+    await a?.stop();
+    await b?.stop();
+    await app?.close();
+    for (const d of Object.values(dirs)) await Deno.remove(d, { recursive: true }).catch(() => {});
+  }
+}
+
+async function run(
+  cmd: string,
+  args: string[],
+  stdin = "",
+): Promise<{ code: number; out: string }> {
+  const child = new Deno.Command(cmd, { args, stdin: "piped", stdout: "piped", stderr: "piped" })
+    .spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(stdin));
+  await w.close();
+  const timer = setTimeout(() => child.kill(), 15_000);
+  const o = await child.output();
+  clearTimeout(timer);
+  const dec = new TextDecoder();
+  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
+}
+
+async function curlThrough(
+  a: Remora,
+  extra: string[] = [],
+): Promise<{ status: number; body: string }> {
+  const r = await run("curl", [
+    "-sS",
+    "--max-time",
+    "10",
+    "-w",
+    "\n%{http_code}",
+    "-x",
+    `http://127.0.0.1:${a.outbound}`,
+    ...extra,
+    "http://b.mesh.internal/echo",
+  ]);
+  const nl = r.out.lastIndexOf("\n");
+  return { status: Number(r.out.slice(nl + 1)), body: r.out.slice(0, nl) };
+}
+
+async function scrape(port: number): Promise<string> {
+  return await (await fetch(`http://127.0.0.1:${port}/stats/prometheus`)).text();
+}
+
+Deno.test("mtls: A's outbound reaches B's inbound over mTLS; identities reach metrics and the app", async () => {
+  await withPair({}, async ({ a, b }) => {
+    const r = await curlThrough(a, [
+      "-H",
+      "x-forwarded-client-cert: By=forged;URI=spiffe://evil/sa/root",
+    ]);
+    assert.equal(r.status, 200, r.body + a.stderr());
+    const echo = JSON.parse(r.body) as Echo;
+    // The app learns who called, from B; the client's own value never gets through.
+    assert.equal(
+      echo.headers["x-forwarded-client-cert"],
+      `By=spiffe://${TD}/ns/default/sa/b;Hash=${
+        (echo.headers["x-forwarded-client-cert"] as string).match(/Hash=([0-9a-f]{64})/)?.[1]
+      };Subject="";URI=spiffe://${TD}/ns/default/sa/a`,
+    );
+    const atB = await scrape(b.stats);
+    assert.match(
+      atB,
+      /istio_requests_total\{reporter="destination",[^}]*source_principal="cluster\.local\/ns\/default\/sa\/a"[^}]*destination_principal="cluster\.local\/ns\/default\/sa\/b"[^}]*connection_security_policy="mutual_tls"[^}]*\} 1/,
+    );
+    const atA = await scrape(a.stats);
+    assert.match(
+      atA,
+      /istio_requests_total\{reporter="source",[^}]*source_principal="cluster\.local\/ns\/default\/sa\/a"[^}]*destination_principal="cluster\.local\/ns\/default\/sa\/b"/,
+    );
+  });
+});
+
+Deno.test("mtls: a server with the wrong SPIFFE ID fails the request with 503, never plaintext", async () => {
+  await withPair({ expectSa: "payments" }, async ({ a, app }) => {
+    const r = await curlThrough(a);
+    assert.equal(r.status, 503);
+    assert.match(
+      r.body,
+      /expected spiffe:\/\/cluster\.local\/ns\/default\/sa\/payments, presented spiffe:\/\/cluster\.local\/ns\/default\/sa\/b/,
+    );
+    assert.match(
+      a.stderr(),
+      /expected spiffe:\/\/cluster\.local\/ns\/default\/sa\/payments, presented spiffe:\/\/cluster\.local\/ns\/default\/sa\/b/,
+    );
+    assert.equal(app.requests, 0, "nothing reached the app");
+  });
+});
+
+Deno.test("mtls: openssl and curl against B's inbound port: only certificates of the mesh get through", async () => {
+  await withPair({}, async ({ b, dirs }) => {
+    const other = await initCa({ trustDomain: TD, ttlMs: HOUR });
+    const stranger = await identityDir(other, "a");
+    const expired = await identityDir(
+      await initCa({ trustDomain: TD, ttlMs: 24 * HOUR, now: new Date(Date.now() - 12 * HOUR) }),
+      "a",
+      {
+        now: new Date(Date.now() - 3 * HOUR),
+        ttlMs: HOUR,
+      },
+    );
+    try {
+      const hello = (certDir: string | undefined) =>
+        run("openssl", [
+          "s_client",
+          "-connect",
+          `127.0.0.1:${b.inbound}`,
+          "-alpn",
+          "istio-http/1.1",
+          "-CAfile",
+          `${dirs.b}/root-cert.pem`,
+          ...(certDir === undefined
+            ? []
+            : ["-cert", `${certDir}/cert-chain.pem`, "-key", `${certDir}/key.pem`]),
+          "-ign_eof",
+        ], "GET /via-openssl HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n");
+      const good = await hello(dirs.a);
+      assert.match(good.out, /HTTP\/1\.1 200 OK/, good.out);
+      assert.match(good.out, /Verify return code: 0 \(ok\)/);
+      for (
+        const [what, dir] of [["no certificate", undefined], ["another CA", stranger], [
+          "an expired certificate",
+          expired,
+        ]] as const
+      ) {
+        const r = await hello(dir);
+        assert.doesNotMatch(r.out, /HTTP\/1\.1 200/, `${what} must not get a response:\n${r.out}`);
+      }
+      const scraped = await scrape(b.stats);
+      assert.match(scraped, /remora_tls_handshake_failures_total\{side="inbound"\} [3-9]/);
+    } finally {
+      await Deno.remove(stranger, { recursive: true }).catch(() => {});
+      await Deno.remove(expired, { recursive: true }).catch(() => {});
+    }
+  });
+});
+
+Deno.test("mtls: B's identity rotates without a restart; an open request finishes, new connections get the new cert", async () => {
+  await withPair({}, async ({ ca, a, b, dirs }) => {
+    const serial = async () => {
+      const r = await run("openssl", [
+        "s_client",
+        "-connect",
+        `127.0.0.1:${b.inbound}`,
+        "-cert",
+        `${dirs.a}/cert-chain.pem`,
+        "-key",
+        `${dirs.a}/key.pem`,
+        "-alpn",
+        "istio",
+      ]);
+      const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(r.out)?.[0] ??
+        "";
+      const x = await run("openssl", ["x509", "-noout", "-serial"], pem);
+      return x.out.trim();
+    };
+    const before = await serial();
+    assert.match(before, /^serial=/);
+    // A slow request is in flight through the old mTLS connection while the identity changes.
+    const slow = run("curl", [
+      "-sS",
+      "--max-time",
+      "15",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "-x",
+      `http://127.0.0.1:${a.outbound}`,
+      "http://b.mesh.internal/delay/1500",
+    ]);
+    await new Promise((r) => setTimeout(r, 300));
+    await writeIssued(
+      dirs.b,
+      await issueCert(ca, { id: `spiffe://${TD}/ns/default/sa/b`, ttlMs: 2 * HOUR }),
+    );
+    let after = before;
+    for (let i = 0; i < 50 && after === before; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await serial();
+    }
+    assert.notEqual(after, before, "new connections present the new certificate");
+    assert.equal((await slow).out, "200", "the request in flight finished");
+    assert.match(b.stderr(), /identity rotated/);
+    // A broken file is refused and the current identity stays.
+    await Deno.writeTextFile(`${dirs.b}/cert-chain.pem`, "not a certificate\n");
+    await new Promise((r) => setTimeout(r, 800));
+    assert.match(
+      await scrape(b.stats),
+      /remora_identity_rotations_total\{result="rejected"\} [1-9]/,
+    );
+    assert.equal(await serial(), after);
+    assert.equal((await curlThrough(a)).status, 200);
+  });
+});
