@@ -364,6 +364,14 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   // A fatal error must not leave traffic redirected to a dead proxy.
   const fatal = (what: unknown) => {
+    // node:tls and node:http2 as Deno provides them sometimes throw from their
+    // own callbacks when a peer goes away mid-handshake (e.g. "_flushEncOut"
+    // of a null handle). That breaks one connection, not the proxy: log it.
+    const stack = what instanceof Error ? what.stack ?? "" : "";
+    if (/ext:deno_node\/(_tls_wrap|_tls_common|internal\/http2|_http2|http2)/.test(stack)) {
+      log.warn("a connection failed inside node:tls or node:http2", { error: String(what) });
+      return;
+    }
     console.error(`remora: fatal: ${what instanceof Error ? what.stack : String(what)}`);
     removeCapture().finally(() => Deno.exit(1));
   };

@@ -398,8 +398,6 @@ class Exchange {
           ? retriesFailure(retry, result.failure)
           : retriesStatus(retry, result.head.status);
         if (!again) break;
-        await sleep(backoffMs(n));
-        // The budget counts retries on the wire, not those waiting out their backoff.
         const refused = budget!.tryRetry();
         if (refused !== undefined) {
           stats.retryOverflow(name, refused);
@@ -408,6 +406,7 @@ class Exchange {
         retrying = true;
         stats.retry(name);
         discard(result);
+        await sleep(backoffMs(n));
       }
     } finally {
       if (retrying) budget!.retryEnded();

@@ -118,11 +118,10 @@ export class Http2Engine {
     const pooled = this.#sessions.get(key);
     if (pooled !== undefined && !pooled.closed && !pooled.destroyed) return pooled;
     const host = up.host.includes(":") ? `[${up.host}]` : up.host;
-    let session: Tracked | undefined;
     const drop = () => {
-      if (session !== undefined && this.#sessions.get(key) === session) this.#sessions.delete(key);
+      if (this.#sessions.get(key) === session) this.#sessions.delete(key);
     };
-    session = http2.connect(`http://${host}:${up.port}`, {
+    const session = http2.connect(`http://${host}:${up.port}`, {
       // remora's own socket, so that the upstream's GOAWAY is seen here and not by node:http2.
       createConnection: () =>
         h2Duplex(this.#opts.pool.dial(up, "istio-h2"), {
@@ -131,8 +130,8 @@ export class Http2Engine {
             // The upstream takes no new streams here: new requests get a new session,
             // and this one closes when its last stream ends.
             drop();
-            session![DRAINING] = true;
-            if ((session![ACTIVE] ?? 0) === 0) session!.close();
+            session[DRAINING] = true;
+            if ((session[ACTIVE] ?? 0) === 0) session.close();
           },
         }) as unknown as Socket,
     }) as Tracked;
