@@ -104,11 +104,11 @@ const route = (
   await hole.close();
 }
 
-// 3. Overload: a slow upstream (50 ms) offered 64 concurrent clients; circuit breaker on/off.
+// 3. Overload: a saturated upstream (4 at once, 10 ms each: 400 req/s) offered 64 concurrent clients.
 {
-  const up = await startFaulty("slow", { delayMs: 50 });
+  const up = await startFaulty("slow", { delayMs: 10, capacity: 4 });
   for (
-    const cp of [undefined, { tcp: { maxConnections: 8 }, http: { http1MaxPendingRequests: 8 } }]
+    const cp of [undefined, { tcp: { maxConnections: 4 }, http: { http1MaxPendingRequests: 4 } }]
   ) {
     const yaml = meshYaml({
       host: HOST,
@@ -122,8 +122,8 @@ const route = (
     const okLat = res.latenciesMs.filter((_, i) => res.statuses[i] === 200);
     const uoLat = res.latenciesMs.filter((_, i) => res.statuses[i] === 503);
     row(
-      "slow upstream, 64 clients",
-      cp ? "maxConnections 8, pending 8" : "no limits",
+      "saturated upstream, 64 clients",
+      cp ? "maxConnections 4, pending 4" : "no limits",
       `200: ${okLat.length} p99 ${ms(percentile(okLat, 99))}`,
       uoLat.length === 0 ? "no 503 UO" : `503 UO: ${uoLat.length} p99 ${ms(percentile(uoLat, 99))}`,
     );

@@ -61,11 +61,9 @@ export class ConnPool {
 
   /** A new connection to the upstream: mTLS with `alpn` when it is meshed, else plain TCP. */
   dial(up: Upstream, alpn: string): Promise<BufConn> {
-    const tcp = connect(up.host, up.port, this.#opts.connectTimeoutMs);
-    if (up.meshed === undefined) return tcp;
+    if (up.meshed === undefined) return connect(up.host, up.port, this.#opts.connectTimeoutMs);
     const identity = this.#opts.identity;
     if (identity === undefined) {
-      tcp.then((c) => c.close(), () => {});
       return Promise.reject(
         new ConnectError(
           `${up.host}:${up.port} is in the mesh (mTLS) but remora has no identity: start it with --identity-dir`,
@@ -77,16 +75,17 @@ export class ConnPool {
     const expectedId = up.meshed.serviceAccount === undefined
       ? undefined
       : `spiffe://${m.trustDomain}/ns/${up.meshed.namespace}/sa/${up.meshed.serviceAccount}`;
-    return originate(tcp, identity, { expectedId, alpn }, this.#opts.connectTimeoutMs).catch(
-      (e) => {
-        // An identity mismatch or failed handshake is a connect failure (503 UF), never a plaintext retry.
-        log.warn("mTLS to upstream failed", {
-          upstream: `${up.host}:${up.port}`,
-          error: (e as Error).message,
-        });
-        throw new ConnectError((e as Error).message, false);
-      },
-    );
+    return originate(up.host, up.port, identity, { expectedId, alpn }, this.#opts.connectTimeoutMs)
+      .catch(
+        (e) => {
+          // An identity mismatch or failed handshake is a connect failure (503 UF), never a plaintext retry.
+          log.warn("mTLS to upstream failed", {
+            upstream: `${up.host}:${up.port}`,
+            error: (e as Error).message,
+          });
+          throw new ConnectError((e as Error).message, false);
+        },
+      );
   }
 
   /** Returns a connection whose last exchange ended cleanly. */

@@ -341,7 +341,7 @@ export class TelemetryHook {
       upstreamCluster: x.labels.cluster,
       responseFlags: flags,
       requestId: t.requestId,
-      peerPrincipal: x.peerPrincipal ?? "",
+      peerPrincipal: x.peerPrincipal ?? (client ? "" : x.conn.peer?.principal ?? ""),
       requestBytes: x.requestBytes,
       responseBytes: x.responseBytes,
     };
@@ -349,8 +349,9 @@ export class TelemetryHook {
 
   #entry(x: ExchangeFacts, flags: string, startEpochMs: number, durationMs: number): AccessEntry {
     const t = x.trace;
-    const peer = x.peerPrincipal ?? "";
     const client = this.#reporter === "source";
+    // Inbound: the caller's SPIFFE id from its mTLS certificate.
+    const peer = x.peerPrincipal ?? (client ? "" : x.conn.peer?.principal ?? "");
     return {
       startEpochMs,
       method: x.method,

@@ -219,22 +219,24 @@ export interface MtlsTarget {
 }
 
 /**
- * Opens a TCP connection with `dial` and originates mTLS on it with this
- * workload's certificate, verifying the chain against the trust bundle and
- * the server's SPIFFE ID. A mismatch fails with an error naming the
- * expected and the presented identity; there is no fallback to plaintext.
+ * Connects to host:port and originates mTLS with this workload's
+ * certificate, verifying the chain against the trust bundle and the server's
+ * SPIFFE ID. A mismatch fails with an error naming the expected and the
+ * presented identity; there is no fallback to plaintext. The TCP socket is
+ * node's own (one hop less than a Duplex over a Deno connection).
  */
 export async function originate(
-  dial: Promise<BufConn>,
+  host: string,
+  port: number,
   identity: MeshIdentity,
   target: MtlsTarget,
   timeoutMs: number,
 ): Promise<BufConn> {
-  const raw = await dial;
   const m = identity.material;
   let mismatch: string | undefined;
   const sock = tls.connect({
-    socket: duplexOf(raw) as unknown as import("node:net").Socket,
+    host,
+    port,
     key: m.keyPem,
     cert: m.certChainPem,
     ca: m.rootCertPem,
@@ -281,7 +283,6 @@ export async function originate(
     );
   } catch (e) {
     sock.destroy();
-    raw.close();
     throw e;
   }
   return new BufConn(new StreamByteConn(sock));

@@ -5,8 +5,9 @@
  * - `startFaulty(name, faults)`: an HTTP/1.1 server answering 200 unless a
  *   fault strikes: random 503s (`fail503` probability), connection resets
  *   (`reset` probability: the socket is destroyed before any response), a
- *   slow tail (`slowPct` of requests wait `slowMs`), or every request delayed
- *   (`delayMs`). Counts requests and the x-envoy-attempt-count values seen.
+ *   slow tail (`slowPct` of requests wait `slowMs`), every request delayed
+ *   (`delayMs`), or a saturated server (`capacity` requests at once, the
+ *   rest queued). Counts requests and the x-envoy-attempt-count values seen.
  * - `deadPort()`: a port nothing listens on (bound, then closed).
  * - `blackHole()`: a listener that accepts and never answers.
  * - `load(proxyPort, o)`: `total` requests through remora's outbound listener
@@ -25,6 +26,8 @@ export interface Faults {
   slowPct?: number;
   slowMs?: number;
   delayMs?: number;
+  /** Requests served at once; the rest wait in the upstream's own queue (a saturated server). */
+  capacity?: number;
 }
 
 export interface Faulty {
@@ -47,6 +50,8 @@ export async function startFaulty(name: string, faults: Faults = {}): Promise<Fa
     faults,
     close: () => Promise.resolve(),
   };
+  let busy = 0;
+  const queue: Array<() => void> = [];
   const server = http.createServer((req, res) => {
     state.requests++;
     const a = req.headers["x-envoy-attempt-count"];
@@ -65,8 +70,27 @@ export async function startFaulty(name: string, faults: Faults = {}): Promise<Fa
       const status = f.fail503 !== undefined && Math.random() < f.fail503 ? 503 : 200;
       let wait = f.delayMs ?? 0;
       if (f.slowPct !== undefined && Math.random() * 100 < f.slowPct) wait += f.slowMs ?? 0;
-      if (wait > 0) setTimeout(() => send(status), wait);
-      else send(status);
+      const serve = (done: () => void) => {
+        if (wait > 0) {
+          setTimeout(() => {
+            send(status);
+            done();
+          }, wait);
+        } else {
+          send(status);
+          done();
+        }
+      };
+      if (f.capacity === undefined) return serve(() => {});
+      const run = () => {
+        busy++;
+        serve(() => {
+          busy--;
+          queue.shift()?.();
+        });
+      };
+      if (busy < f.capacity) run();
+      else queue.push(run);
     });
   });
   server.keepAliveTimeout = 60_000;
