@@ -6,11 +6,7 @@
  * each command returns its own exit code otherwise.
  */
 
-import { caCommand } from "./src/cli/ca.ts";
 import { UsageError } from "./src/cli/flags.ts";
-import { iptablesCommand } from "./src/cli/iptables.ts";
-import { runCommand } from "./src/cli/run.ts";
-import { validateCommand } from "./src/cli/validate.ts";
 import { VERSION } from "./src/version.ts";
 
 const HELP = `remora ${VERSION}: a service-mesh sidecar speaking the Istio API
@@ -29,14 +25,17 @@ Run "remora <command> --help" for a command's flags.`;
 async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;
   switch (command) {
+    // Each command is loaded when it runs, so that the sidecar does not carry
+    // the certificate tooling's libraries (tens of MB) in memory. The
+    // specifiers are literal, so `deno compile` still embeds them.
     case "run":
-      return await runCommand(rest);
+      return await (await import("./src/cli/run.ts")).runCommand(rest);
     case "validate":
-      return await validateCommand(rest);
+      return await (await import("./src/cli/validate.ts")).validateCommand(rest);
     case "iptables":
-      return await iptablesCommand(rest);
+      return await (await import("./src/cli/iptables.ts")).iptablesCommand(rest);
     case "ca":
-      return await caCommand(rest);
+      return await (await import("./src/cli/ca.ts")).caCommand(rest);
     case "version":
       if (rest.includes("--help") || rest.includes("-h")) {
         console.log("Usage: remora version\n\nPrints remora's version.");

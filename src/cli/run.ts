@@ -18,12 +18,7 @@ import {
 } from "../config/source.ts";
 import { formatConfigError } from "../config/validate.ts";
 import { isLevel, log, setLevel } from "../log.ts";
-import {
-  expiryWarnings,
-  type Identity,
-  IdentityWatcher,
-  loadIdentity,
-} from "../identity/identity.ts";
+import type { Identity } from "../identity/identity.ts";
 import { MeshIdentity } from "../tls/mtls.ts";
 import { peerAuthMode } from "../security/peer_auth.ts";
 import { ConnPool } from "../proxy/pool.ts";
@@ -191,9 +186,13 @@ export async function runCommand(args: string[]): Promise<number> {
   };
   const identityDir = flags["identity-dir"] as string | undefined;
   let identity: Identity | undefined;
-  if (identityDir !== undefined) {
+  // Loaded only when needed: its X.509 library costs tens of MB of memory.
+  const identityModule = identityDir === undefined
+    ? undefined
+    : await import("../identity/identity.ts");
+  if (identityDir !== undefined && identityModule !== undefined) {
     try {
-      identity = await loadIdentity(identityDir);
+      identity = await identityModule.loadIdentity(identityDir);
     } catch (e) {
       console.error(
         `remora: identity in ${identityDir} was refused; not starting: ${(e as Error).message}`,
@@ -236,7 +235,7 @@ export async function runCommand(args: string[]): Promise<number> {
   const mesh = identity === undefined ? undefined : new MeshIdentity(identity);
   const identityWatch = identityDir === undefined || identity === undefined
     ? undefined
-    : watchIdentity(identityDir, identity, mesh!, metrics);
+    : watchIdentity(identityModule!, identityDir, identity, mesh!, metrics);
   const self = {
     workload: flags["workload"] as string,
     namespace: flags["namespace"] as string,
@@ -440,6 +439,7 @@ function peerAuthModeOf(config: RuntimeConfig, port: number): "STRICT" | "PERMIS
  * and expiry is warned about ahead of time.
  */
 function watchIdentity(
+  { expiryWarnings, IdentityWatcher }: typeof import("../identity/identity.ts"),
   dir: string,
   first: Identity,
   mesh: MeshIdentity,

@@ -263,6 +263,8 @@ async function _line(src: BufConn): Promise<string> {
   }
 }
 
+const EMPTY = new Uint8Array(0);
+
 /**
  * Reads a whole length-framed body of at most `limit` bytes (for requests that
  * may be replayed) and consumes it from `src`. Returns undefined, consuming
@@ -273,7 +275,7 @@ export async function preloadBody(
   framing: Framing,
   limit: number,
 ): Promise<Uint8Array | undefined> {
-  if (framing.kind === "none") return new Uint8Array(0);
+  if (framing.kind === "none") return EMPTY;
   if (framing.kind !== "length" || framing.length > limit) return undefined;
   while (src.buffered < framing.length) {
     if (!(await src.fill())) {

@@ -43,6 +43,7 @@ import { ConnectError, type ConnPool } from "./pool.ts";
 import { type RequestView, splitAuthority } from "./route_match.ts";
 import type { Forward, HttpRouter, LocalReply, Upstream } from "./target.ts";
 import { relay } from "./tcp_relay.ts";
+import { allocBytes } from "../net/slab.ts";
 import { acquireConn, breakerFor, reusable } from "./circuit_breaker.ts";
 import { hedge, hedgeable, type Racer } from "./hedge.ts";
 import { recordOutcome } from "./outlier.ts";
@@ -540,7 +541,7 @@ class Exchange {
     };
     try {
       if (body !== undefined && body.length > 0 && body.length + requestHead.length <= 16384) {
-        const both = new Uint8Array(requestHead.length + body.length);
+        const both = allocBytes(requestHead.length + body.length);
         both.set(requestHead);
         both.set(body, requestHead.length);
         await conn.writeAll(both);
@@ -655,7 +656,7 @@ class Exchange {
       let framing = res.framing;
       const first = framing.kind === "length" ? Math.min(a.conn.buffered, framing.length) : 0;
       if (first > 0 && framing.kind === "length") {
-        const both = new Uint8Array(out.length + first);
+        const both = allocBytes(out.length + first);
         both.set(out);
         both.set(a.conn.buf.subarray(a.conn.start, a.conn.start + first), out.length);
         a.conn.consume(first);
@@ -875,7 +876,7 @@ export async function writeLocal(
   ];
   if (!keep) headers.push(["connection", "close"]);
   const head = serializeHead(`HTTP/1.1 ${status} ${reasonPhrase(status)}`, headers);
-  const all = new Uint8Array(head.length + bytes.length);
+  const all = allocBytes(head.length + bytes.length);
   all.set(head);
   all.set(bytes, head.length);
   await client.writeAll(all);

@@ -38,7 +38,14 @@ export async function startRemora(args: string[] = [], timeoutMs = 30_000): Prom
   const all = [...args];
   for (const [k, v] of Object.entries(defaults)) if (!args.includes(k)) all.push(k, v);
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--v8-flags=--max-semi-space-size=2", `${ROOT}main.ts`, "run", ...all],
+    args: [
+      "run",
+      "-A",
+      "--v8-flags=--max-semi-space-size=4,--single-threaded-gc",
+      `${ROOT}main.ts`,
+      "run",
+      ...all,
+    ],
     cwd: ROOT,
     stdout: "piped",
     stderr: "piped",
