@@ -10,6 +10,7 @@
  * swap configs itself.
  */
 
+import { DirWatcher } from "../fs/dir_watch.ts";
 import { compile } from "./compile.ts";
 import type { RuntimeConfig } from "./runtime.ts";
 import { type ConfigError, type InputDocument, validateDocuments } from "./validate.ts";
@@ -114,94 +115,44 @@ export interface ConfigWatcherOptions {
  */
 export class ConfigWatcher {
   readonly path: string;
-  #opts: ConfigWatcherOptions;
-  #watcher: Deno.FsWatcher;
-  #name: string;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #loading: Promise<void> | undefined;
-  #again = false;
-  #closed = false;
+  readonly #opts: ConfigWatcherOptions;
+  readonly #dir: DirWatcher;
   #version: string | undefined;
-  #loop: Promise<void>;
 
   constructor(path: string, opts: ConfigWatcherOptions) {
     this.path = path;
     this.#opts = opts;
     this.#version = opts.currentVersion;
     const slash = path.lastIndexOf("/");
-    this.#name = path.slice(slash + 1);
+    const name = path.slice(slash + 1);
     const dir = slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
-    this.#watcher = Deno.watchFs(dir, { recursive: false });
-    this.#loop = this.#watch();
-  }
-
-  async #watch(): Promise<void> {
-    try {
-      for await (const event of this.#watcher) {
-        if (this.#closed) break;
-        if (event.paths.some((p) => p === this.path || p.endsWith(`/${this.#name}`))) {
-          this.#schedule();
-        }
-      }
-    } catch (e) {
-      if (!this.#closed) {
-        this.#opts.onError([{
-          file: this.path,
+    this.#dir = new DirWatcher(dir, {
+      matches: (p) => p === path || p.endsWith(`/${name}`),
+      reload: () => this.#reload(),
+      onWatchError: (reason) =>
+        opts.onError([{
+          file: path,
           index: -1,
           path: "",
-          message: `cannot watch file: ${_reason(e)}`,
-        }]);
-      }
-    }
+          message: `cannot watch file: ${reason}`,
+        }]),
+      ...(opts.debounceMs === undefined ? {} : { debounceMs: opts.debounceMs }),
+    });
   }
 
-  #schedule(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#reload();
-    }, this.#opts.debounceMs ?? 100);
-  }
-
-  #reload(): void {
-    if (this.#closed) return;
-    if (this.#loading !== undefined) {
-      this.#again = true;
-      return;
+  async #reload(): Promise<void> {
+    const result = await loadConfigFiles([this.path], this.#opts.workload);
+    if (this.#dir.closed) return;
+    if (!result.ok) this.#opts.onError(result.errors);
+    else if (result.config.version !== this.#version) {
+      this.#version = result.config.version;
+      this.#opts.onConfig(result.config);
     }
-    this.#loading = (async () => {
-      try {
-        const result = await loadConfigFiles([this.path], this.#opts.workload);
-        if (this.#closed) return;
-        if (!result.ok) this.#opts.onError(result.errors);
-        else if (result.config.version !== this.#version) {
-          this.#version = result.config.version;
-          this.#opts.onConfig(result.config);
-        }
-      } finally {
-        this.#loading = undefined;
-        if (this.#again && !this.#closed) {
-          this.#again = false;
-          this.#reload();
-        }
-      }
-    })();
   }
 
   /** Stops watching; resolves once no reload is running. Safe to call twice. */
-  async close(): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true;
-      if (this.#timer !== undefined) clearTimeout(this.#timer);
-      this.#timer = undefined;
-      try {
-        this.#watcher.close();
-      } catch {
-        // already closed
-      }
-    }
-    await this.#loop;
-    await this.#loading;
+  close(): Promise<void> {
+    return this.#dir.close();
   }
 }
 

@@ -13,6 +13,7 @@
  * TLS or issue certificates (see `ca.ts`).
  */
 
+import { DirWatcher } from "../fs/dir_watch.ts";
 import { parseSpiffeId } from "./spiffe.ts";
 import { importPrivateKeyPem, parseCertificates, sameBytes, uriSans, x509 } from "./x509.ts";
 
@@ -232,21 +233,27 @@ export interface IdentityWatcherOptions {
  */
 export class IdentityWatcher {
   readonly dir: string;
-  #opts: IdentityWatcherOptions;
-  #watcher: Deno.FsWatcher;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #loading: Promise<void> | undefined;
-  #again = false;
-  #closed = false;
+  readonly #opts: IdentityWatcherOptions;
+  readonly #watch: DirWatcher;
   #current: Identity | undefined;
-  #loop: Promise<void>;
+  /** The next load is the one retry of a set found inconsistent. */
+  #retrying = false;
 
   constructor(dir: string, opts: IdentityWatcherOptions) {
     this.dir = dir;
     this.#opts = opts;
     this.#current = opts.current;
-    this.#watcher = Deno.watchFs(dir, { recursive: false });
-    this.#loop = this.#watch();
+    const names = new Set([CERT_CHAIN_FILE, KEY_FILE, ROOT_CERT_FILE]);
+    this.#watch = new DirWatcher(dir, {
+      matches: (p) => {
+        const base = p.slice(p.lastIndexOf("/") + 1);
+        return names.has(base) || base.startsWith("..");
+      },
+      reload: () => this.#reload(),
+      onWatchError: (reason) =>
+        opts.onError(new IdentityError(dir, `cannot watch directory: ${reason}`)),
+      ...(opts.debounceMs === undefined ? {} : { debounceMs: opts.debounceMs }),
+    });
   }
 
   /** The last identity reported (or given as `current`). */
@@ -254,85 +261,35 @@ export class IdentityWatcher {
     return this.#current;
   }
 
-  async #watch(): Promise<void> {
-    const names = new Set([CERT_CHAIN_FILE, KEY_FILE, ROOT_CERT_FILE]);
+  async #reload(): Promise<void> {
+    const retry = this.#retrying;
+    this.#retrying = false;
     try {
-      for await (const event of this.#watcher) {
-        if (this.#closed) break;
-        if (event.kind === "access") continue;
-        if (
-          event.paths.some((p) => {
-            const base = p.slice(p.lastIndexOf("/") + 1);
-            return names.has(base) || base.startsWith("..");
-          })
-        ) {
-          this.#schedule(this.#opts.debounceMs ?? 100, false);
-        }
-      }
+      const now = this.#opts.now?.() ?? new Date();
+      const identity = await loadIdentity(this.dir, { now });
+      if (this.#watch.closed) return;
+      if (this.#current !== undefined && sameIdentity(this.#current, identity)) return;
+      this.#current = identity;
+      this.#opts.onIdentity(identity);
     } catch (e) {
-      if (!this.#closed) {
-        this.#opts.onError(new IdentityError(this.dir, `cannot watch directory: ${_reason(e)}`));
-      }
-    }
-  }
-
-  #schedule(ms: number, retry: boolean): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#reload(retry);
-    }, ms);
-  }
-
-  #reload(retry: boolean): void {
-    if (this.#closed) return;
-    if (this.#loading !== undefined) {
-      this.#again = true;
-      return;
-    }
-    this.#loading = (async () => {
-      try {
-        const now = this.#opts.now?.() ?? new Date();
-        const identity = await loadIdentity(this.dir, { now });
-        if (this.#closed) return;
-        if (this.#current !== undefined && sameIdentity(this.#current, identity)) return;
-        this.#current = identity;
-        this.#opts.onIdentity(identity);
-      } catch (e) {
-        if (this.#closed) return;
-        const retryMs = this.#opts.retryMs ?? 200;
-        if (!retry && retryMs > 0) {
-          // Unless a newer change already scheduled a load.
-          if (this.#timer === undefined && !this.#again) this.#schedule(retryMs, true);
-          return;
+      if (this.#watch.closed) return;
+      const retryMs = this.#opts.retryMs ?? 200;
+      if (!retry && retryMs > 0) {
+        // Files replaced one by one are briefly inconsistent: look once more,
+        // unless a newer change already scheduled a load.
+        if (!this.#watch.busy) {
+          this.#retrying = true;
+          this.#watch.schedule(retryMs);
         }
-        this.#opts.onError(
-          e instanceof IdentityError ? e : new IdentityError(this.dir, _reason(e)),
-        );
-      } finally {
-        this.#loading = undefined;
-        if (this.#again && !this.#closed) {
-          this.#again = false;
-          this.#reload(false);
-        }
+        return;
       }
-    })();
+      this.#opts.onError(e instanceof IdentityError ? e : new IdentityError(this.dir, _reason(e)));
+    }
   }
 
   /** Stops watching; resolves once no load is running. Safe to call twice. */
-  async close(): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true;
-      if (this.#timer !== undefined) clearTimeout(this.#timer);
-      this.#timer = undefined;
-      try {
-        this.#watcher.close();
-      } catch {
-        // already closed
-      }
-    }
-    await this.#loop;
-    await this.#loading;
+  close(): Promise<void> {
+    return this.#watch.close();
   }
 }
 

@@ -236,7 +236,6 @@ class Exchange {
       originalDst: this.#info.originalDst,
       sourceIp: this.#info.remoteAddr,
       principal: this.#info.peer?.principal,
-      sourceAddr: this.#info.remoteAddr,
     };
   }
 

@@ -200,7 +200,6 @@ export class Http2Engine {
       originalDst: info.originalDst,
       sourceIp: info.remoteAddr,
       principal: info.peer?.principal,
-      sourceAddr: info.remoteAddr,
     };
     const d = this.#opts.router.route(view);
     if (d.kind === "local") {

@@ -239,7 +239,7 @@ function forwardTo(
   const outlier = detectorFor(cluster);
   let hash: number | undefined;
   if (policy?.hash !== undefined) {
-    const h = requestHash(policy.hash, req.header, req.sourceAddr);
+    const h = requestHash(policy.hash, req.header, req.sourceIp);
     hash = h.hash;
     if (h.setCookie !== undefined) destination = withSetCookie(destination, h.setCookie);
   }

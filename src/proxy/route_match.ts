@@ -37,8 +37,6 @@ export interface RequestView {
   sourceIp: string;
   /** The mTLS peer's SPIFFE ID (spiffe://...), when the request came over mesh mTLS. */
   principal: string | undefined;
-  /** The client's address (consistentHash useSourceIp). */
-  sourceAddr?: string;
 }
 
 /** Splits "host:port" or "[v6]:port" into a lower-case host and a port. */
