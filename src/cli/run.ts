@@ -1,8 +1,8 @@
 /**
- * `remora run`: loads the config (a file, hot-reloaded, or the embedded
- * default), starts the outbound and inbound listeners and the admin, stats
- * and health servers, prints what it listens on, and drains on SIGTERM or
- * SIGINT. Wiring of the pipelines is in src/app; this file owns process
+ * `remora run`: loads the config (a file, hot-reloaded, the embedded
+ * default, or a control server's stream through `control/agent.ts`), starts
+ * the outbound and inbound listeners and the admin, stats and health
+ * servers, prints what it listens on, and drains on SIGTERM or SIGINT. Wiring of the pipelines is in src/app; this file owns process
  * lifetime only.
  */
 
@@ -25,7 +25,8 @@ import { ConnPool } from "../proxy/pool.ts";
 import { Metrics } from "../telemetry/metrics.ts";
 import { Telemetry } from "../telemetry/tracing.ts";
 import { TELEMETRY_FLAGS, telemetryFlags } from "./telemetry_flags.ts";
-import { type FlagSpecs, helpText, parseFlags, UsageError } from "./flags.ts";
+import { type FlagSpecs, type FlagValue, helpText, parseFlags, UsageError } from "./flags.ts";
+import { type ControlTarget, parseControlUrl } from "../control/target.ts";
 import { CAPTURE_FLAGS, captureOptionsFromFlags } from "./iptables.ts";
 import { type CaptureOptions, install, uninstall } from "../capture/iptables.ts";
 
@@ -85,6 +86,34 @@ export const RUN_FLAGS: FlagSpecs = {
     arg: "DIR",
     help:
       "The workload's mTLS identity: cert-chain.pem, key.pem, root-cert.pem (watched; rotated without restart)",
+  },
+  control: {
+    kind: "string",
+    arg: "URL",
+    help: "Get config and certificates from a control server (https://HOST:PORT) " +
+      "instead of --config and --identity-dir",
+  },
+  "token-file": {
+    kind: "string",
+    arg: "FILE",
+    help: "With --control: the bootstrap token that proves the workload's identity to the CA",
+  },
+  "root-cert": {
+    kind: "string",
+    arg: "FILE",
+    help: "With --control: the trust bundle (PEM) for the control server and mesh peers",
+  },
+  "cache-dir": {
+    kind: "string",
+    arg: "DIR",
+    help:
+      "With --control: keep the last good config and the certificate here, used when restarting while control is down",
+  },
+  "cert-ttl": {
+    kind: "duration",
+    arg: "DURATION",
+    default: 24 * 3_600_000,
+    help: "With --control: certificate lifetime to ask for (renewed at about half of it)",
   },
   "connect-timeout": {
     kind: "duration",
@@ -180,6 +209,8 @@ export async function runCommand(args: string[]): Promise<number> {
     }
   }
 
+  const controlFlags = controlOptionsFromFlags(flags);
+
   const workload: Workload = {
     namespace: flags["namespace"] as string,
     labels: parseLabels((flags["labels"] as string[] | undefined) ?? []),
@@ -221,6 +252,32 @@ export async function runCommand(args: string[]): Promise<number> {
     metrics.configVersion.set({ version: c.version, source: c.source }, 1);
     config = c;
   };
+  // With --control the first certificate must be there before anything listens
+  // (from the cache, else from the CA); config starts from the cache or the
+  // embedded default and follows the stream once it runs.
+  let control: import("../control/agent.ts").ControlAgent | undefined;
+  if (controlFlags !== undefined) {
+    const { ControlAgent, ControlStartError } = await import("../control/agent.ts");
+    try {
+      control = await ControlAgent.start({
+        ...controlFlags,
+        workload,
+        metrics,
+        node: {
+          id: `${flags["workload"]}.${workload.namespace}~${Deno.hostname()}~${Deno.pid}`,
+          namespace: workload.namespace,
+          labels: { ...workload.labels },
+          serviceAccount: "",
+        },
+      });
+    } catch (e) {
+      if (!(e instanceof ControlStartError)) throw e;
+      console.error(`remora: no identity from the control server; not starting: ${e.message}`);
+      return 1;
+    }
+    identity = control.identity;
+    if (control.cachedConfig !== undefined) config = control.cachedConfig;
+  }
   setActive(config);
   metrics.configReloads.inc({ result: "accepted" });
   const getConfig = () => config;
@@ -302,6 +359,7 @@ export async function runCommand(args: string[]): Promise<number> {
             inbound: `${inbound!.listener.addr.hostname}:${inbound!.listener.addr.port}`,
           },
           lastReloadErrors: reloadErrors,
+          ...(control === undefined ? {} : { control: control.describe() }),
         }),
       },
     });
@@ -313,6 +371,8 @@ export async function runCommand(args: string[]): Promise<number> {
     }
     throw e;
   }
+
+  control?.run({ mesh: mesh!, getConfig, setActive });
 
   let watcher: ConfigWatcher | undefined;
   if (configPath !== undefined) {
@@ -356,6 +416,7 @@ export async function runCommand(args: string[]): Promise<number> {
     } catch (e) {
       console.error(`remora: cannot install the capture rules: ${(e as Error).message}`);
       await watcher?.close();
+      await control?.close();
       await Promise.all([...outbound.listeners.map((l) => l.close(0)), inbound.listener.close(0)]);
       await admin.close();
       return 1;
@@ -403,6 +464,7 @@ export async function runCommand(args: string[]): Promise<number> {
   await removeCapture();
   await watcher?.close();
   await identityWatch?.close();
+  await control?.close();
   const drain = flags["drain-time"] as number;
   await Promise.all([
     ...outbound.listeners.map((l) => l.close(drain)),
@@ -415,6 +477,60 @@ export async function runCommand(args: string[]): Promise<number> {
   await telemetry.close();
   await admin.close();
   return 0;
+}
+
+/** The --control flags checked together; undefined without --control. */
+function controlOptionsFromFlags(flags: Record<string, FlagValue>): {
+  target: ControlTarget;
+  tokenFile: string;
+  rootCertPem: string;
+  cacheDir?: string;
+  certTtlMs: number;
+} | undefined {
+  const url = flags["control"] as string | undefined;
+  const only = ["token-file", "root-cert", "cache-dir"].filter((n) => flags[n] !== undefined);
+  if (url === undefined) {
+    if (only.length > 0) throw new UsageError(`Flag --${only[0]} needs --control`);
+    return undefined;
+  }
+  for (const other of ["config", "identity-dir"]) {
+    if (flags[other] !== undefined) {
+      throw new UsageError(
+        `Flags --control and --${other} cannot be used together: ` +
+          `with --control, ${
+            other === "config" ? "config" : "the identity"
+          } comes from the control server`,
+      );
+    }
+  }
+  let target: ControlTarget;
+  try {
+    target = parseControlUrl(url);
+  } catch (e) {
+    throw new UsageError(`Flag --control: ${(e as Error).message}`);
+  }
+  const tokenFile = flags["token-file"] as string | undefined;
+  const rootCert = flags["root-cert"] as string | undefined;
+  if (tokenFile === undefined) throw new UsageError("Flag --control needs --token-file");
+  if (rootCert === undefined) throw new UsageError("Flag --control needs --root-cert");
+  let rootCertPem: string;
+  try {
+    rootCertPem = Deno.readTextFileSync(rootCert);
+  } catch (e) {
+    throw new UsageError(`Flag --root-cert: cannot read ${rootCert}: ${(e as Error).message}`);
+  }
+  const certTtlMs = flags["cert-ttl"] as number;
+  if (!(certTtlMs >= 1000)) {
+    throw new UsageError(`Flag --cert-ttl must be at least 1s, got ${certTtlMs}ms`);
+  }
+  const cacheDir = flags["cache-dir"] as string | undefined;
+  return {
+    target,
+    tokenFile,
+    rootCertPem,
+    certTtlMs,
+    ...(cacheDir === undefined ? {} : { cacheDir }),
+  };
 }
 
 /** Parses --labels k=v,k2=v2. */

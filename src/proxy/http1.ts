@@ -181,6 +181,8 @@ class Exchange {
     const decision = this.#opts.router.route(view);
     let keep = head.keepAlive && head.framing.kind === "none";
     if (decision.kind === "local") {
+      // Local replies are traced and logged too (the context is read from the request).
+      this.#trace = this.#opts.telemetry?.onRequest([...head.headers]);
       await this.#replyLocal(decision, keep);
       this.#record(decision.labels, undefined);
       return keep;
@@ -249,6 +251,7 @@ class Exchange {
     }
     if (fault?.abort !== undefined && Math.random() * 100 < fault.abort.percentage) {
       this.#flags.push("FI");
+      this.#trace = this.#opts.telemetry?.onRequest([...head.headers]);
       const keep = head.keepAlive && head.framing.kind === "none";
       await this.#local(fault.abort.status, "fault filter abort", "", keep);
       this.#record(fwd.labels, undefined);

@@ -51,6 +51,17 @@ function h2Duplex(
   return duplexOf(connecting, (chunk) => filter.push(chunk));
 }
 
+/** The request's regular header fields as a list (pseudo-headers left out). */
+function headerListOf(headers: http2.IncomingHttpHeaders): HeaderList {
+  const list: HeaderList = [];
+  for (const [k, v] of Object.entries(headers)) {
+    if (k.startsWith(":") || v === undefined) continue;
+    if (Array.isArray(v)) { for (const x of v) list.push([k, x]); }
+    else list.push([k, String(v)]);
+  }
+  return list;
+}
+
 const UNKNOWN_CONN: ConnInfo = {
   remoteAddr: "unknown",
   remotePort: 0,
@@ -89,7 +100,8 @@ export class Http2Engine {
     this.#server.on("stream", (stream, headers) => {
       const socket = stream.session?.socket as { [CONN_INFO]?: ConnInfo } | undefined;
       const info = socket?.[CONN_INFO] ?? UNKNOWN_CONN;
-      this.#handle(stream, headers, info).catch((e) => {
+      // With @grpc/grpc-js in the program, npm's @types/node types this stream as Http2Stream.
+      this.#handle(stream as http2.ServerHttp2Stream, headers, info).catch((e) => {
         log.warn("HTTP/2 stream failed", { error: String(e) });
         if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
       });
@@ -204,6 +216,8 @@ export class Http2Engine {
     const d = this.#opts.router.route(view);
     if (d.kind === "local") {
       if (d.flags !== "") flags.push(d.flags);
+      // Local replies are traced and logged too (the context is read from the request).
+      trace = this.#opts.telemetry?.onRequest(headerListOf(headers));
       respondLocal(stream, d.status, d.body, d.headers);
       finish(d.labels, d.status, undefined, "");
       return;
@@ -216,6 +230,7 @@ export class Http2Engine {
     }
     if (fault?.abort !== undefined && Math.random() * 100 < fault.abort.percentage) {
       flags.push("FI");
+      trace = this.#opts.telemetry?.onRequest(headerListOf(headers));
       respondLocal(stream, fault.abort.status, "fault filter abort");
       finish(d.labels, fault.abort.status, undefined, "");
       return;

@@ -72,7 +72,16 @@ export function observe(o: Observer, x: ExchangeFacts): void {
   const source = o.reporter === "source";
   const flags = x.flags.length === 0 ? "-" : [...new Set(x.flags)].join(",");
   const durationMs = performance.now() - x.startMs;
-  o.telemetry?.onExchange(x, flags, durationMs);
+  if (o.telemetry !== undefined) {
+    // Spans and logs name the peer: the verified caller inbound, the identity required of the upstream outbound.
+    const peer = x.peerPrincipal ??
+      (source ? upstreamPrincipal(o.self, x.upstream) : x.conn.peer?.principal);
+    o.telemetry.onExchange(
+      peer === undefined || peer === x.peerPrincipal ? x : { ...x, peerPrincipal: peer },
+      flags,
+      durationMs,
+    );
+  }
   o.metrics.recordRequest({
     reporter: o.reporter,
     sourceWorkload: source ? o.self.workload : "unknown",

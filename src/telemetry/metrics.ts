@@ -448,6 +448,13 @@ export class Metrics {
     this.#identityRotations.inc({ result });
   }
 
+  #control: ControlMetrics | undefined;
+
+  /** The control stream's metrics (registered on first use: no --control, no series). */
+  control(): ControlMetrics {
+    return this.#control ??= new ControlMetrics([this.registry]);
+  }
+
   /** The exposition text for a scrape. */
   render(): Promise<string> {
     return this.registry.metrics();
@@ -455,6 +462,49 @@ export class Metrics {
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+}
+
+/**
+ * The config stream and certificates of `remora run --control`: the stream's
+ * state (1 connected, 0 not), config updates by result (ack: applied, nack:
+ * refused, the last good config kept) and certificate renewals by result.
+ */
+export class ControlMetrics {
+  readonly #state: client.Gauge<string>;
+  readonly #updates: client.Counter<"result">;
+  readonly #renewals: client.Counter<"result">;
+
+  constructor(registers: client.Registry[]) {
+    this.#state = new client.Gauge({
+      name: "remora_control_stream_state",
+      help: "Whether the config stream to the control server is connected (1) or not (0)",
+      registers,
+    });
+    this.#updates = new client.Counter({
+      name: "remora_control_updates_total",
+      help: "Config updates from the control server, by result (ack: applied, nack: refused)",
+      labelNames: ["result"],
+      registers,
+    });
+    this.#renewals = new client.Counter({
+      name: "remora_control_cert_renewals_total",
+      help: "Certificate requests to the control server's CA, by result (success or failure)",
+      labelNames: ["result"],
+      registers,
+    });
+    this.#updates.inc({ result: "ack" }, 0);
+    this.#updates.inc({ result: "nack" }, 0);
+  }
+
+  streamState(connected: boolean): void {
+    this.#state.set(connected ? 1 : 0);
+  }
+  update(result: "ack" | "nack"): void {
+    this.#updates.inc({ result });
+  }
+  certRenewal(result: "success" | "failure"): void {
+    this.#renewals.inc({ result });
   }
 }
 

@@ -118,3 +118,28 @@ spec:
     await app.close();
   }
 });
+
+Deno.test("access log: local replies are logged too (no route, REGISTRY_ONLY, admin port refused)", async () => {
+  const cfg = await writeConfig(`apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: { name: default }
+spec: { outboundTrafficPolicy: { mode: REGISTRY_ONLY } }
+`);
+  const r = await startRemora(["--config", cfg, "--access-log", "json"]);
+  try {
+    const blocked = await curl([
+      "-x",
+      `http://127.0.0.1:${r.outbound}`,
+      "http://unknown.example/x",
+    ]);
+    assert.equal(blocked.status, 502);
+    assert.ok(await eventually(() => jsonLines(r.stdout()).length >= 1));
+    const [line] = jsonLines(r.stdout());
+    assert.equal(line!.response_code, 502);
+    assert.equal(line!.response_flags, "NR");
+    assert.equal(line!.authority, "unknown.example");
+    assert.equal(line!.path, "/x");
+  } finally {
+    await r.stop();
+  }
+});
