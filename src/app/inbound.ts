@@ -20,7 +20,7 @@
 import type { RuntimeConfig } from "../config/runtime.ts";
 import { detectWithin, SERVER_FIRST_PORTS, ServerFirstMemory } from "../proxy/detect.ts";
 import { serveHttp1 } from "../proxy/http1.ts";
-import { Http2Engine } from "../proxy/http2.ts";
+import { LazyHttp2 } from "../proxy/http2_lazy.ts";
 import { InboundRouter } from "../proxy/inbound_router.ts";
 import type { SelfInfo } from "../proxy/observe.ts";
 import type { ConnPool } from "../proxy/pool.ts";
@@ -54,7 +54,7 @@ export interface InboundOptions {
   peerAuthMode(port: number): "STRICT" | "PERMISSIVE" | "DISABLE";
 }
 
-export function startInbound(o: InboundOptions): { listener: Listener; h2: Http2Engine } {
+export function startInbound(o: InboundOptions): { listener: Listener; h2: LazyHttp2 } {
   const router = new InboundRouter({ getConfig: o.getConfig, appPort: o.appPort });
   const observer = {
     metrics: o.metrics,
@@ -63,7 +63,7 @@ export function startInbound(o: InboundOptions): { listener: Listener; h2: Http2
     telemetry: o.telemetry?.hook("destination"),
   };
   const h1 = { ...observer, router, pool: o.pool, explicitProxy: false };
-  const h2 = new Http2Engine({ ...observer, router, pool: o.pool });
+  const h2 = new LazyHttp2({ ...observer, router, pool: o.pool });
   const memory = new ServerFirstMemory();
   const tcp = {
     ...observer,
@@ -102,8 +102,7 @@ export function startInbound(o: InboundOptions): { listener: Listener; h2: Http2
       case "http1":
         return serveHttp1(c, info, h1);
       case "h2":
-        h2.serve(c, info);
-        return c.whenClosed;
+        return h2.serve(c, info);
       case "closed":
         return Promise.resolve();
       default:

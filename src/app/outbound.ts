@@ -17,7 +17,7 @@
 import type { RuntimeConfig } from "../config/runtime.ts";
 import { detectWithin, SERVER_FIRST_PORTS, ServerFirstMemory } from "../proxy/detect.ts";
 import { serveHttp1, writeLocal } from "../proxy/http1.ts";
-import { Http2Engine } from "../proxy/http2.ts";
+import { LazyHttp2 } from "../proxy/http2_lazy.ts";
 import type { SelfInfo } from "../proxy/observe.ts";
 import { OutboundRouter } from "../proxy/outbound_router.ts";
 import type { ConnPool } from "../proxy/pool.ts";
@@ -46,7 +46,7 @@ export interface OutboundOptions {
   tcpIdleTimeoutMs: number;
 }
 
-export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: Http2Engine } {
+export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: LazyHttp2 } {
   const router = new OutboundRouter({ getConfig: o.getConfig, ownPorts: o.ownPorts });
   const observer = {
     metrics: o.metrics,
@@ -55,7 +55,7 @@ export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: 
     telemetry: o.telemetry?.hook("source"),
   };
   const h1 = { ...observer, router, pool: o.pool, explicitProxy: true };
-  const h2 = new Http2Engine({ ...observer, router, pool: o.pool });
+  const h2 = new LazyHttp2({ ...observer, router, pool: o.pool });
   const memory = new ServerFirstMemory();
   const tcp = {
     ...observer,
@@ -79,8 +79,7 @@ export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: 
       case "http1":
         return serveHttp1(c, info, h1);
       case "h2":
-        h2.serve(c, info);
-        return c.whenClosed;
+        return h2.serve(c, info);
       case "closed":
         return;
       case "tls":
