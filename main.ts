@@ -1,7 +1,8 @@
 /**
  * remora's one entry point: `remora <command> [flags]`.
  *
- * Commands: run (the sidecar), validate (check config files), version.
+ * Commands: run (the sidecar), control (the reference control server),
+ * validate (check config files), iptables, ca, version.
  * Usage errors (unknown flag, bad value) exit with 2 and name what was wrong;
  * each command returns its own exit code otherwise.
  */
@@ -15,6 +16,7 @@ Usage: remora <command> [flags]
 
 Commands:
   run        Run the sidecar (outbound and inbound proxy, admin, metrics)
+  control    Run the reference control server (config over gRPC, CA for workload certificates)
   validate   Check Istio YAML config files: remora validate FILE...
   iptables   Transparent capture rules: remora iptables install|uninstall|print
   ca         Certificate authority for SPIFFE identities: remora ca init|issue
@@ -30,6 +32,8 @@ async function main(args: string[]): Promise<number> {
     // specifiers are literal, so `deno compile` still embeds them.
     case "run":
       return await (await import("./src/cli/run.ts")).runCommand(rest);
+    case "control":
+      return await (await import("./src/cli/control.ts")).controlCommand(rest);
     case "validate":
       return await (await import("./src/cli/validate.ts")).validateCommand(rest);
     case "iptables":

@@ -303,7 +303,9 @@ export async function startH2Upstream(name: string): Promise<H2Upstream> {
     sessions.add(s);
     s.on("close", () => sessions.delete(s));
   });
-  server.on("stream", (stream, headers) => {
+  server.on("stream", (raw, headers) => {
+    // With @grpc/grpc-js in the type graph, npm's @types/node types this stream as Http2Stream.
+    const stream = raw as http2.ServerHttp2Stream;
     state.requests++;
     stream.on("error", () => {});
     let bodyBytes = 0;
