@@ -86,6 +86,10 @@ for p in 19253 19258 19263; do wait_http "http://127.0.0.1:$p/" || { echo "remor
 declare -A SUM=() RUNS=()
 VARIANTS=("off:19253" "1pct:19258" "100pct:19263")
 echo "tracing benchmark: ${ROUNDS} rounds x ${DUR}s per variant (wrk -t1 -c32, remora inbound -> nginx 1 KiB)" >&2
+# Warm every variant up first (JIT, pools), so that round 1 measures the same thing as the others.
+for v in "${VARIANTS[@]}"; do
+  timeout -k 2 20 wrk -t1 -c32 -d2s "http://127.0.0.1:${v##*:}/" >/dev/null 2>&1 || true
+done
 for ((r = 1; r <= ROUNDS; r++)); do
   for v in "${VARIANTS[@]}"; do
     name=${v%%:*} port=${v##*:}
