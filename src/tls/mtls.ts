@@ -258,6 +258,8 @@ export async function originate(
       return new MtlsError(`Server identity mismatch: ${mismatch}`);
     },
   });
+  // Requests are small writes that must leave at once (no Nagle delay).
+  sock.setNoDelay(true);
   try {
     await withTimeout(
       new Promise<void>((resolve, reject) => {

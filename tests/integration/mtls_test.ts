@@ -416,3 +416,40 @@ spec: { mtls: { mode: STRICT } }
     });
   },
 });
+
+Deno.test("mtls: large bodies cross the mTLS hop intact, both ways", async () => {
+  await withPair({}, async ({ a }) => {
+    const size = 5_000_000;
+    const down = await run("curl", [
+      "-sS",
+      "--max-time",
+      "20",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code} %{size_download}",
+      "-x",
+      `http://127.0.0.1:${a.outbound}`,
+      `http://b.mesh.internal/bytes/${size}`,
+    ]);
+    assert.equal(down.out.trim(), `200 ${size}`);
+    const file = await Deno.makeTempFile();
+    try {
+      const body = new Uint8Array(3_000_000).map((_, i) => i % 251);
+      await Deno.writeFile(file, body);
+      const up = await run("curl", [
+        "-sS",
+        "--max-time",
+        "20",
+        "-x",
+        `http://127.0.0.1:${a.outbound}`,
+        "--data-binary",
+        `@${file}`,
+        "http://b.mesh.internal/upload",
+      ]);
+      assert.equal((JSON.parse(up.out) as Echo).bodyBytes, body.length, up.out);
+    } finally {
+      await Deno.remove(file);
+    }
+  });
+});
