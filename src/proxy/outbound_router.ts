@@ -25,29 +25,18 @@ import {
   type RequestView,
 } from "./route_match.ts";
 import {
+  BLACKHOLE,
+  clusterLabels,
   type DestinationLabels,
   type Forward,
   type HttpRouter,
   localReply,
   meshedPeer,
+  PASSTHROUGH,
   type RouteDecision,
   type Upstream,
   upstreamOf,
 } from "./target.ts";
-
-const PASSTHROUGH: DestinationLabels = {
-  service: "PassthroughCluster",
-  serviceName: "PassthroughCluster",
-  serviceNamespace: "unknown",
-  cluster: "PassthroughCluster",
-};
-
-const BLACKHOLE: DestinationLabels = {
-  service: "BlackHoleCluster",
-  serviceName: "BlackHoleCluster",
-  serviceNamespace: "unknown",
-  cluster: "BlackHoleCluster",
-};
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|::1|::ffff:127\.\d+\.\d+\.\d+|0\.0\.0\.0|::)$/;
 
@@ -144,15 +133,6 @@ function vhostLabels(v: VirtualHost): DestinationLabels {
     serviceName: v.serviceName,
     serviceNamespace: v.namespace,
     cluster: "unknown",
-  };
-}
-
-function clusterLabels(c: Cluster): DestinationLabels {
-  return {
-    service: c.serviceHost,
-    serviceName: c.serviceName,
-    serviceNamespace: c.namespace,
-    cluster: c.name,
   };
 }
 

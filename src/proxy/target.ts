@@ -100,6 +100,31 @@ export interface HttpRouter {
   route(req: RequestView): RouteDecision;
 }
 
+/** Istio's names for traffic to hosts outside the registry: let through, or refused. */
+export const PASSTHROUGH: DestinationLabels = {
+  service: "PassthroughCluster",
+  serviceName: "PassthroughCluster",
+  serviceNamespace: "unknown",
+  cluster: "PassthroughCluster",
+};
+
+export const BLACKHOLE: DestinationLabels = {
+  service: "BlackHoleCluster",
+  serviceName: "BlackHoleCluster",
+  serviceNamespace: "unknown",
+  cluster: "BlackHoleCluster",
+};
+
+/** Destination labels of a cluster. */
+export function clusterLabels(c: Cluster): DestinationLabels {
+  return {
+    service: c.serviceHost,
+    serviceName: c.serviceName,
+    serviceNamespace: c.namespace,
+    cluster: c.name,
+  };
+}
+
 export const UNKNOWN_DESTINATION: DestinationLabels = {
   service: "unknown",
   serviceName: "unknown",

@@ -19,7 +19,11 @@ import { balancerFor } from "./balance.ts";
 import type { ConnPool } from "./pool.ts";
 import { findByOriginalDst, findVirtualHost, pickCluster } from "./route_match.ts";
 import {
+  BLACKHOLE,
+  clusterLabels,
   type DestinationLabels,
+  meshedPeer,
+  PASSTHROUGH,
   UNKNOWN_DESTINATION,
   type Upstream,
   upstreamOf,
@@ -142,18 +146,16 @@ export class OutboundTcpRouter implements TcpRouter {
     const wc = vhost?.tcp === undefined ? undefined : pickCluster(vhost.tcp, Math.random());
     if (vhost !== undefined && wc !== undefined) {
       const cluster = wc.cluster;
-      const labels = {
-        service: cluster.serviceHost,
-        serviceName: cluster.serviceName,
-        serviceNamespace: cluster.namespace,
-        cluster: cluster.name,
-      };
+      const labels = clusterLabels(cluster);
       if (cluster.passthrough) {
-        const upstream = {
+        const upstream: Upstream = {
           host: cluster.serviceHost,
           port: cluster.port || dst.port,
           endpoint: undefined,
         };
+        // A host outside the registry is meshed only when a DestinationRule says ISTIO_MUTUAL.
+        const meshed = meshedPeer(cluster, undefined);
+        if (meshed !== undefined) upstream.meshed = meshed;
         return { labels, next: () => upstream };
       }
       const balancer = balancerFor(cluster);
@@ -168,22 +170,12 @@ export class OutboundTcpRouter implements TcpRouter {
     if (cfg.outboundTrafficPolicy === "REGISTRY_ONLY") {
       return {
         refuse: `no service entry for ${dst.host}:${dst.port} (REGISTRY_ONLY)`,
-        labels: {
-          service: "BlackHoleCluster",
-          serviceName: "BlackHoleCluster",
-          serviceNamespace: "unknown",
-          cluster: "BlackHoleCluster",
-        },
+        labels: BLACKHOLE,
       };
     }
     const upstream = { host: dst.host, port: dst.port, endpoint: undefined };
     return {
-      labels: {
-        service: "PassthroughCluster",
-        serviceName: "PassthroughCluster",
-        serviceNamespace: "unknown",
-        cluster: "PassthroughCluster",
-      },
+      labels: PASSTHROUGH,
       next: () => upstream,
     };
   }

@@ -60,23 +60,7 @@ export async function startRemora(args: string[] = [], timeoutMs = 30_000): Prom
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buffered = "";
   const deadline = Date.now() + timeoutMs;
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // Already gone.
-    }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already gone.
-      }
-    }, 8000);
-    await child.status;
-    clearTimeout(timer);
-    reader.cancel().catch(() => {});
-  };
+  const stop = () => stopChild(child, reader, 8000);
   try {
     while (Object.keys(ports).length < 5) {
       if (Date.now() > deadline) throw new Error(`remora did not start in ${timeoutMs}ms:\n${err}`);
@@ -443,23 +427,7 @@ export async function startServerProcess(
     for await (const chunk of child.stderr) err += decoder.decode(chunk, { stream: true });
   })().catch(() => {});
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // Already gone.
-    }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already gone.
-      }
-    }, 5000);
-    await child.status;
-    clearTimeout(timer);
-    reader.cancel().catch(() => {});
-  };
+  const stop = () => stopChild(child, reader, 5000);
   let out = "";
   const deadline = Date.now() + timeoutMs;
   try {
@@ -780,4 +748,24 @@ export function sumMetric(
     if (Object.entries(match).every(([k, v]) => s.labels[k] === v)) total += s.value;
   }
   return total;
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone. */
+async function stopChild(
+  child: Deno.ChildProcess,
+  reader: ReadableStreamDefaultReader<string>,
+  graceMs: number,
+): Promise<void> {
+  const kill = (signal: Deno.Signal) => {
+    try {
+      child.kill(signal);
+    } catch {
+      // Already gone.
+    }
+  };
+  kill("SIGTERM");
+  const timer = setTimeout(() => kill("SIGKILL"), graceMs);
+  await child.status;
+  clearTimeout(timer);
+  reader.cancel().catch(() => {});
 }
