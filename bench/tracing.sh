@@ -2,19 +2,20 @@
 # Tracing cost, same run: remora with tracing off next to remora exporting
 # spans at 1% sampling (and at 100%, for scale) to a local fake OTLP collector.
 #   load (wrk -t1 -c32) -> remora inbound (plain HTTP) -> nginx (1 KiB body)
-# Runs are interleaved (off, 1%, 100%, off, 1%, 100%, ...) ROUNDS times so that
-# drift of the shared machine hits every variant alike; the table shows the
-# mean req/s per variant and the cost against "off".   Run: deno task bench
+# Off and 1% are run ROUNDS times each, alternating which goes first, so that
+# drift of the shared machine hits both alike; 100% follows, for scale. The
+# table shows the median req/s per variant and the cost against "off".
+# Run: deno task bench
 # (after bench/run.sh) or bash bench/tracing.sh.
 # Ports on 127.0.0.1: 19250 nginx, 19251 fake collector, 19252.. remoras.
-# Env: WORK (default /tmp/remora-bench-tracing), DUR (s per run, default 5), ROUNDS (default 3).
+# Env: WORK (default /tmp/remora-bench-tracing), DUR (s per run, default 5), ROUNDS (default 6).
 # Everything started here is stopped on exit, on failure and on Ctrl-C.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 W=${WORK:-/tmp/remora-bench-tracing}
 DUR=${DUR:-5}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-6}
 case $DUR in '' | *[!0-9]* | 0) echo "DUR must be a positive whole number of seconds, got '$DUR'" >&2; exit 2 ;; esac
 case $ROUNDS in '' | *[!0-9]* | 0) echo "ROUNDS must be a positive whole number, got '$ROUNDS'" >&2; exit 2 ;; esac
 mkdir -p "$W"
@@ -83,39 +84,47 @@ wait_http "http://127.0.0.1:$UP/" || { echo "nginx did not start" >&2; exit 1; }
 wait_http "http://127.0.0.1:$COLLECTOR/" || { echo "collector did not start" >&2; exit 1; }
 for p in 19253 19258 19263; do wait_http "http://127.0.0.1:$p/" || { echo "remora on $p did not start (logs in $W)" >&2; exit 1; }; done
 
-declare -A SUM=() RUNS=()
 VARIANTS=("off:19253" "1pct:19258" "100pct:19263")
-echo "tracing benchmark: ${ROUNDS} rounds x ${DUR}s per variant (wrk -t1 -c32, remora inbound -> nginx 1 KiB)" >&2
+echo "tracing benchmark: ${ROUNDS} rounds x ${DUR}s of off and 1% (order alternating), then 100% (wrk -t1 -c32, remora inbound -> nginx 1 KiB)" >&2
 # Warm every variant up first (JIT, pools), so that round 1 measures the same thing as the others.
 for v in "${VARIANTS[@]}"; do
   timeout -k 2 20 wrk -t1 -c32 -d2s "http://127.0.0.1:${v##*:}/" >/dev/null 2>&1 || true
 done
+# measure name port round -> appends "name rps" to $W/rounds.txt
+measure() {
+  local name=$1 port=$2 r=$3 rps bad
+  timeout -k 2 $((DUR + 20)) wrk -t1 -c32 -d"${DUR}s" "http://127.0.0.1:$port/" >"$W/wrk.$name.$r.txt" 2>&1
+  rps=$(awk '/Requests\/sec/ { printf "%d", $2 }' "$W/wrk.$name.$r.txt")
+  bad=$(awk '/Non-2xx|Socket errors/ { sub(/^ +/, ""); print }' "$W/wrk.$name.$r.txt")
+  [ -n "$bad" ] && echo "note: $name round $r: $bad" >&2
+  echo "  round $r $name: ${rps:-0} req/s" >&2
+  echo "$name ${rps:-0}" >>"$W/rounds.txt"
+}
+: >"$W/rounds.txt"
+# Off and 1% alternate which goes first, so that drift of the shared machine
+# and the after-effects of one run on the next hit both alike. The 100% run
+# (for scale) comes after them: its collector load would spill into them.
 for ((r = 1; r <= ROUNDS; r++)); do
-  for v in "${VARIANTS[@]}"; do
-    name=${v%%:*} port=${v##*:}
-    timeout -k 2 $((DUR + 20)) wrk -t1 -c32 -d"${DUR}s" "http://127.0.0.1:$port/" >"$W/wrk.$name.$r.txt" 2>&1
-    rps=$(awk '/Requests\/sec/ { printf "%d", $2 }' "$W/wrk.$name.$r.txt")
-    bad=$(awk '/Non-2xx|Socket errors/ { sub(/^ +/, ""); print }' "$W/wrk.$name.$r.txt")
-    [ -n "$bad" ] && echo "note: $name round $r: $bad" >&2
-    echo "  round $r $name: ${rps:-0} req/s" >&2
-    SUM[$name]=$(( ${SUM[$name]:-0} + ${rps:-0} ))
-    RUNS[$name]=$(( ${RUNS[$name]:-0} + 1 ))
-  done
+  if ((r % 2)); then measure off 19253 "$r"; measure 1pct 19258 "$r"
+  else measure 1pct 19258 "$r"; measure off 19253 "$r"; fi
 done
+for ((r = 1; r <= (ROUNDS + 1) / 2; r++)); do measure 100pct 19263 "$r"; done
 sleep 1.5 # let the last batches leave
 exported=$(curl -s "http://127.0.0.1:$COLLECTOR/")
 dropped=$(curl -s "http://127.0.0.1:19260/stats/prometheus" "http://127.0.0.1:19265/stats/prometheus" |
   awk '/^remora_spans_dropped_total/ { s += $2 } END { print s + 0 }')
 
+# The median of each variant's runs (one odd run does not move it), and the cost against off.
+median() { awk -v n="$1" '$1 == n { print $2 }' "$W/rounds.txt" | sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%d", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 echo
 printf "%-22s %10s %8s\n" "remora inbound" "req/s@c32" "cost"
-off=$(( SUM[off] / RUNS[off] ))
+off=$(median off)
 for v in "${VARIANTS[@]}"; do
   name=${v%%:*}
-  mean=$(( SUM[$name] / RUNS[$name] ))
-  cost=$(awk -v m="$mean" -v o="$off" 'BEGIN { if (o > 0) printf "%+.1f%%", (m - o) * 100 / o; else print "-" }')
+  med=$(median "$name")
+  cost=$(awk -v m="$med" -v o="$off" 'BEGIN { if (o > 0) printf "%+.1f%%", (m - o) * 100 / o; else print "-" }')
   label=$name; [ "$name" = off ] && label="tracing off"; [ "$name" = 1pct ] && label="OTLP, 1% sampled"; [ "$name" = 100pct ] && label="OTLP, 100% sampled"
-  printf "%-22s %10d %8s\n" "$label" "$mean" "$([ "$name" = off ] && echo "-" || echo "$cost")"
+  printf "%-22s %10d %8s\n" "$label" "$med" "$([ "$name" = off ] && echo "-" || echo "$cost")"
 done
 echo "spans received by the fake collector: $exported; dropped (all variants): $dropped"
 echo "raw outputs in $W; reproduce: bash bench/tracing.sh (env DUR=$DUR ROUNDS=$ROUNDS)"

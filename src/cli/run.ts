@@ -8,6 +8,7 @@
 
 import { startAdmin } from "../app/admin_servers.ts";
 import { startInbound } from "../app/inbound.ts";
+import { startMemoryTrim } from "../app/memory.ts";
 import { startOutbound } from "../app/outbound.ts";
 import type { RuntimeConfig } from "../config/runtime.ts";
 import {
@@ -449,6 +450,7 @@ export async function runCommand(args: string[]): Promise<number> {
   for (const l of outbound.listeners) console.log(`remora: outbound listening on ${a(l)}`);
   console.log(`remora: inbound listening on ${a(inbound.listener)}`);
   for (const line of admin.describe()) console.log(`remora: ${line}`);
+  const stopMemoryTrim = startMemoryTrim();
 
   const stop = Promise.withResolvers<string>();
   const onSignal = (name: string) => () => stop.resolve(name);
@@ -459,6 +461,7 @@ export async function runCommand(args: string[]): Promise<number> {
   for (const [sig, h] of handlers) Deno.addSignalListener(sig, h);
   const signal = await stop.promise;
   log.info("shutting down", { signal });
+  stopMemoryTrim();
   for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
   // Stop redirecting first, then let what is in flight finish.
   await removeCapture();

@@ -1,6 +1,6 @@
 /**
- * Socket facts Deno does not expose, read through libc with FFI. This is the
- * only module that talks FFI.
+ * Socket facts Deno does not expose, read through libc with FFI, and the two
+ * memory calls `app/memory.ts` makes. This is the only module that talks FFI.
  *
  * `originalDst(conn)` returns the destination a connection had before an
  * iptables REDIRECT (SO_ORIGINAL_DST, IPv4 and IPv6). Deno gives no file
@@ -18,22 +18,22 @@ const SO_ORIGINAL_DST = 80;
 const AF_INET = 2;
 const AF_INET6 = 10;
 
-type Libc = Deno.DynamicLibrary<{
-  getpeername: { parameters: ["i32", "buffer", "buffer"]; result: "i32" };
-  getsockname: { parameters: ["i32", "buffer", "buffer"]; result: "i32" };
-  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"]; result: "i32" };
-}>;
+const SYMBOLS = {
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  malloc_trim: { parameters: ["usize"], result: "i32" },
+  madvise: { parameters: ["usize", "usize", "i32"], result: "i32" },
+} as const;
+
+type Libc = Deno.DynamicLibrary<typeof SYMBOLS>;
 
 let libc: Libc | null | undefined;
 
 function open(): Libc | null {
   if (libc !== undefined) return libc;
   try {
-    libc = Deno.dlopen("libc.so.6", {
-      getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-      getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-      getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-    }) as Libc;
+    libc = Deno.dlopen("libc.so.6", SYMBOLS);
   } catch (e) {
     log.warn("FFI is unavailable; original destinations of redirected connections cannot be read", {
       error: (e as Error).message,
@@ -158,4 +158,48 @@ export function originalDst(conn: Deno.TcpConn): SockAddr | undefined {
     return undefined;
   }
   return dst;
+}
+
+/** Gives malloc's free memory back to the kernel (glibc `malloc_trim(0)`); false without FFI. */
+export function trimMalloc(): boolean {
+  const c = open();
+  if (c === null) return false;
+  c.symbols.malloc_trim(0n);
+  return true;
+}
+
+const MADV_DONTNEED = 4;
+
+/**
+ * Drops this process's resident pages of the read-only and executable
+ * mappings of `file` (madvise MADV_DONTNEED); the page cache keeps them, so
+ * whatever runs again is mapped back in with a minor fault. Only mappings
+ * that hold nothing but clean file pages qualify (no write permission, no
+ * private dirty or anonymous pages: relocated RELRO pages are dirty and are
+ * left alone), so no content can be lost. Returns the bytes dropped from the
+ * resident set (0 without FFI).
+ */
+export function dropCleanMappings(file: string): number {
+  const c = open();
+  if (c === null) return 0;
+  let smaps: string;
+  try {
+    smaps = Deno.readTextFileSync("/proc/self/smaps");
+  } catch {
+    return 0;
+  }
+  let dropped = 0;
+  // A mapping's header line, then "Key: value kB" lines until the next header.
+  const blocks = smaps.split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/);
+  for (const block of blocks) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) (r-[-x]p) \S+ \S+ \S+\s+(.+)$/m.exec(block);
+    if (head === null || head[4] !== file) continue;
+    const kb = (key: string) =>
+      Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(block)?.[1] ?? -1);
+    if (kb("Private_Dirty") !== 0 || kb("Anonymous") !== 0) continue;
+    const start = BigInt(`0x${head[1]}`);
+    const length = BigInt(`0x${head[2]}`) - start;
+    if (c.symbols.madvise(start, length, MADV_DONTNEED) === 0) dropped += kb("Rss") * 1024;
+  }
+  return dropped;
 }

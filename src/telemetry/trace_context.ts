@@ -249,43 +249,76 @@ export function inject(
 
 // ------------------------------------------------------------------ random ids
 
-// Random ids are cut from a pool of hex text, refilled from 4 KiB of random
-// bytes at a time: turned into ASCII hex with a table and decoded once, so a
-// request's two ids cost two string slices.
-const POOL_BYTES = 4096;
+// Random ids are cut from a pool of W3C traceparent texts,
+// "00-<32 hex trace id>-<16 hex span id>-00", made from 4 KiB of random bytes
+// at a time (hex by table, decoded once). Most requests start a trace that is
+// not sampled; their next hop is sent one record as it is: one slice, a flat
+// string the head writer copies without flattening a concatenation first.
+// A trace id or a span id alone is a slice of a record.
+const RECORD = 55;
+const RECORD_RANDOM = 24; // 16 bytes of trace id, 8 of span id
+const RECORDS = 170;
 const HEX_CODES = new TextEncoder().encode("0123456789abcdef");
-const poolBytes = new Uint8Array(POOL_BYTES);
-const poolAscii = new Uint8Array(POOL_BYTES * 2);
+const poolBytes = new Uint8Array(RECORDS * RECORD_RANDOM);
+const poolAscii = new Uint8Array(RECORDS * RECORD);
 const asciiDecoder = new TextDecoder();
+/** "00-", dashes and "-00" in place; the hex digits are written over the rest. */
+const RECORD_FRAME = new TextEncoder().encode(`00-${ZERO_32}-${ZERO_16}-00`);
 let pool = "";
-let poolPos = 0;
+let nextRecord = RECORDS;
+
+function allZero(b: Uint8Array, at: number, n: number): boolean {
+  for (let i = at; i < at + n; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+function putHex(from: number, n: number, to: number): void {
+  for (let i = 0; i < n; i++) {
+    const b = poolBytes[from + i]!;
+    poolAscii[to + 2 * i] = HEX_CODES[b >> 4]!;
+    poolAscii[to + 2 * i + 1] = HEX_CODES[b & 15]!;
+  }
+}
 
 function refill(): void {
   crypto.getRandomValues(poolBytes);
-  for (let i = 0; i < POOL_BYTES; i++) {
-    const b = poolBytes[i]!;
-    poolAscii[2 * i] = HEX_CODES[b >> 4]!;
-    poolAscii[2 * i + 1] = HEX_CODES[b & 15]!;
+  for (let r = 0; r < RECORDS; r++) {
+    const b = r * RECORD_RANDOM;
+    const a = r * RECORD;
+    // All-zero ids are invalid (W3C Trace Context 3.2.2.3, 3.2.2.4).
+    if (allZero(poolBytes, b, 16)) poolBytes[b + 15] = 1;
+    if (allZero(poolBytes, b + 16, 8)) poolBytes[b + 23] = 1;
+    poolAscii.set(RECORD_FRAME, a);
+    putHex(b, 16, a + 3);
+    putHex(b + 16, 8, a + 36);
   }
   pool = asciiDecoder.decode(poolAscii);
-  poolPos = 0;
+  nextRecord = 0;
 }
 
-function randomHex(n: number, zero: string): string {
-  for (;;) {
-    if (poolPos + n > pool.length) refill();
-    const s = pool.slice(poolPos, poolPos + n);
-    poolPos += n;
-    if (s !== zero) return s;
-  }
+/** Where the next unused record starts in `pool`. */
+function takeRecord(): number {
+  if (nextRecord === RECORDS) refill();
+  return RECORD * nextRecord++;
+}
+
+/**
+ * The `traceparent` of a new, unsampled root context:
+ * "00-<new trace id>-<new span id>-00", as one flat string.
+ */
+export function newRootTraceparent(): string {
+  const a = takeRecord();
+  return pool.slice(a, a + RECORD);
 }
 
 /** A new random span id (16 hex digits, never all zeros). */
 export function newSpanId(): string {
-  return randomHex(16, ZERO_16);
+  const a = takeRecord() + 36;
+  return pool.slice(a, a + 16);
 }
 
 /** A new random trace id (32 hex digits, never all zeros). */
 export function newTraceId(): string {
-  return randomHex(32, ZERO_32);
+  const a = takeRecord() + 3;
+  return pool.slice(a, a + 32);
 }

@@ -4,6 +4,7 @@ import {
   extract,
   type Found,
   inject,
+  newRootTraceparent,
   newSpanId,
   newTraceId,
   parseB3Single,
@@ -142,6 +143,32 @@ Deno.test("ids: right length, hex, distinct", () => {
     assert.match(t, /^[0-9a-f]{32}$/);
     assert.match(s, /^[0-9a-f]{16}$/);
     seen.add(t);
+  }
+  assert.equal(seen.size, 2000);
+});
+
+Deno.test("root traceparent: version 00, fresh non-zero ids, unsampled, across pool refills", () => {
+  const seen = new Set<string>();
+  for (let i = 0; i < 1000; i++) {
+    const tp = newRootTraceparent();
+    const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-00$/.exec(tp);
+    assert.ok(m, tp);
+    assert.notEqual(m[1], "0".repeat(32));
+    assert.notEqual(m[2], "0".repeat(16));
+    // What a receiver reads back is the same context, unsampled.
+    const ex = extract({
+      traceparent: tp,
+      tracestate: undefined,
+      b3: undefined,
+      b3TraceId: undefined,
+      b3SpanId: undefined,
+      b3Sampled: undefined,
+      b3Flags: undefined,
+    });
+    assert.equal(ex.traceId, m[1]);
+    assert.equal(ex.parentSpanId, m[2]);
+    assert.equal(ex.sampled, false);
+    seen.add(m[1]!).add(m[2]!);
   }
   assert.equal(seen.size, 2000);
 });

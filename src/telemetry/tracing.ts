@@ -35,7 +35,14 @@ import { type AccessEntry, type AccessLogFormat, formatLine, StdoutLog } from ".
 import type { Metrics, Reporter } from "./metrics.ts";
 import { otlpExporter } from "./otlp_exporter.ts";
 import type { BatchExporter, BatchOptions, FinishedSpan, SpanSource } from "./span_export.ts";
-import { extract, type Format, inject, newSpanId, newTraceId } from "./trace_context.ts";
+import {
+  extract,
+  type Format,
+  inject,
+  newRootTraceparent,
+  newSpanId,
+  newTraceId,
+} from "./trace_context.ts";
 import { zipkinExporter } from "./zipkin_exporter.ts";
 
 /** What one exchange carries from `onRequest` to `onExchange`. */
@@ -269,6 +276,13 @@ export class TelemetryHook {
         format = "b3multi";
       }
     } else {
+      sampled = this.#t.random() * 100 < eff.percent;
+      if (!sampled && format === "none" && eff.accessLog === undefined) {
+        // Most requests: a new trace, not sampled, not logged. The next hop
+        // learns the ids and nothing here needs them again.
+        headers.push(["traceparent", newRootTraceparent()]);
+        return undefined;
+      }
       traceId = newTraceId();
     }
     if (sampled === undefined) sampled = this.#t.random() * 100 < eff.percent;

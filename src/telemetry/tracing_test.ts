@@ -125,6 +125,20 @@ Deno.test("onRequest: a new trace, sampled by the random percentage, traceparent
   await m.t.close();
 });
 
+Deno.test("onRequest: a new trace that is not sampled still tells the next hop", async () => {
+  const m = make({ pct: 1, random: 0.5 });
+  const hook = m.t.hook("source");
+  const h: HeaderList = [["host", "b"]];
+  // Nothing is kept for an unsampled, unlogged exchange: no span, no log line.
+  assert.equal(hook.onRequest(h), undefined);
+  assert.equal(h.length, 2);
+  assert.equal(h[1]![0], "traceparent");
+  assert.match(h[1]![1], /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+  m.capture(() => hook.onExchange(facts({ trace: undefined }), "-", 3));
+  assert.equal(m.pushed.length, 0);
+  await m.t.close();
+});
+
 Deno.test("onRequest: the caller's decision wins over the random percentage", async () => {
   const m = make({ pct: 100, random: 0 });
   const parent = "00f067aa0ba902b7";
