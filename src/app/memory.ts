@@ -19,7 +19,7 @@ import { dropCleanMappings, trimMalloc } from "../net/ffi.ts";
 export interface MemoryTrimOptions {
   /** Delay before startup pages are released (default 3 s). */
   startupDelayMs?: number;
-  /** How often malloc's free memory is returned (default 10 s). */
+  /** How often malloc's free memory is returned (default 2 s). */
   trimIntervalMs?: number;
 }
 
@@ -36,7 +36,7 @@ export function startMemoryTrim(o: MemoryTrimOptions = {}): () => void {
     trimMalloc();
     log.debug("startup pages dropped from the resident set", { mb: Math.round(bytes / 2 ** 20) });
   }, o.startupDelayMs ?? 3000);
-  const every = setInterval(() => trimMalloc(), o.trimIntervalMs ?? 10_000);
+  const every = setInterval(() => trimMalloc(), o.trimIntervalMs ?? 2_000);
   Deno.unrefTimer(Number(once));
   Deno.unrefTimer(Number(every));
   return () => {
