@@ -159,6 +159,9 @@ bench() {
     echo "$name: $url answered HTTP ${code:-000} to a probe (000 = no connection), not measured" >>"$NOTES"
     return 0
   fi
+  # Every system gets the same 2 s warm-up first: remora's JIT compiles its hot
+  # path in its first seconds, and a sidecar is measured as it runs, warm.
+  timeout -k 2 20 wrk -t1 -c32 -d2s "${hc[@]+"${hc[@]}"}" "$url" >/dev/null 2>&1 || true
   timeout -k 2 $((DUR + 20)) wrk -t1 -c32 -d"${DUR}s" "${hc[@]+"${hc[@]}"}" "$url" >"$W/wrk.$name.txt" 2>&1 &
   wpid=$!
   while kill -0 "$wpid" 2>/dev/null; do
