@@ -156,15 +156,7 @@ Deno.test("root traceparent: version 00, fresh non-zero ids, unsampled, across p
     assert.notEqual(m[1], "0".repeat(32));
     assert.notEqual(m[2], "0".repeat(16));
     // What a receiver reads back is the same context, unsampled.
-    const ex = extract({
-      traceparent: tp,
-      tracestate: undefined,
-      b3: undefined,
-      b3TraceId: undefined,
-      b3SpanId: undefined,
-      b3Sampled: undefined,
-      b3Flags: undefined,
-    });
+    const ex = extract({ ...none, traceparent: tp });
     assert.equal(ex.traceId, m[1]);
     assert.equal(ex.parentSpanId, m[2]);
     assert.equal(ex.sampled, false);
