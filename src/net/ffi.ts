@@ -35,9 +35,12 @@ function open(): Libc | null {
   try {
     libc = Deno.dlopen("libc.so.6", SYMBOLS);
   } catch (e) {
-    log.warn("FFI is unavailable; original destinations of redirected connections cannot be read", {
-      error: (e as Error).message,
-    });
+    log.warn(
+      "FFI is unavailable; original destinations of redirected connections cannot be read and memory is not trimmed",
+      {
+        error: (e as Error).message,
+      },
+    );
     libc = null;
   }
   return libc;

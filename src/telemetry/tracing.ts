@@ -260,7 +260,7 @@ export class TelemetryHook {
     let traceId: string;
     let parentSpanId = "";
     let traceState = "";
-    let sampled: boolean | undefined;
+    let sampled: boolean;
     let format: Format = eff.b3;
     let shortTraceId = false;
     if (any) {
@@ -268,7 +268,8 @@ export class TelemetryHook {
       traceId = ex.traceId === "" ? newTraceId() : ex.traceId;
       parentSpanId = ex.parentSpanId;
       traceState = ex.traceState;
-      sampled = ex.sampled;
+      // Parent-based: a caller's decision is kept, else the random percentage decides.
+      sampled = ex.sampled ?? this.#draw(eff.percent);
       shortTraceId = ex.shortTraceId;
       // B3 is written back in the form it came in, even when W3C carried the context.
       if (b3 !== undefined) format = "b3single";
@@ -276,7 +277,7 @@ export class TelemetryHook {
         format = "b3multi";
       }
     } else {
-      sampled = this.#t.random() * 100 < eff.percent;
+      sampled = this.#draw(eff.percent);
       if (!sampled && format === "none" && eff.accessLog === undefined) {
         // Most requests: a new trace, not sampled, not logged. The next hop
         // learns the ids and nothing here needs them again.
@@ -285,7 +286,6 @@ export class TelemetryHook {
       }
       traceId = newTraceId();
     }
-    if (sampled === undefined) sampled = this.#t.random() * 100 < eff.percent;
     const spanId = newSpanId();
     inject(
       headers,
@@ -303,6 +303,11 @@ export class TelemetryHook {
       userAgent,
       xForwardedFor: xff,
     };
+  }
+
+  /** The random sampling decision: true for `percent` of calls. */
+  #draw(percent: number): boolean {
+    return this.#t.random() * 100 < percent;
   }
 
   /** Reports a finished exchange: its span when sampled, its access log line when on. */
