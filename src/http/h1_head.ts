@@ -320,37 +320,31 @@ export function parseResponseHead(
 }
 
 /**
- * Serializes a head: `startLine` then headers, then the blank line. Bytes
- * are written straight from the strings' character codes into a slab buffer
- * (net/slab.ts): building one big string and encoding it into a fresh array
- * costs about four times as much, and heads are on every request's path.
+ * Serializes a head: `startLine` then headers, then the blank line, into a
+ * slab buffer (net/slab.ts). The head is built as one string and encoded
+ * natively with `encodeInto`, which flattens whatever the strings are made
+ * of. A per-character `charCodeAt` loop is used only for heads with non-ASCII
+ * characters: on the hot path it is slower, because header strings come in
+ * many internal representations (sliced, concatenated, internalized) and
+ * its property loads turn megamorphic once it has seen enough of them.
  */
 export function serializeHead(startLine: string, headers: HeaderList): Uint8Array {
-  let n = startLine.length + 4;
-  for (const [name, value] of headers) n += name.length + value.length + 4;
+  let text = startLine + "\r\n";
+  for (let i = 0; i < headers.length; i++) {
+    const h = headers[i]!;
+    text += h[0] + ": " + h[1] + "\r\n";
+  }
+  text += "\r\n";
+  const n = text.length;
   const out = allocBytes(n);
-  let p = putLatin1(out, 0, startLine);
-  out[p++] = 13;
-  out[p++] = 10;
-  for (const [name, value] of headers) {
-    p = putLatin1(out, p, name);
-    out[p++] = 58; // ':'
-    out[p++] = 32;
-    p = putLatin1(out, p, value);
-    out[p++] = 13;
-    out[p++] = 10;
+  // All-ASCII text encodes to exactly one UTF-8 byte per character.
+  const r = asciiEncoder.encodeInto(text, out);
+  if (r.read === n && r.written === n) return out;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    out[i] = c > 0xff ? 0x3f : c;
   }
-  out[p++] = 13;
-  out[p] = 10;
   return out;
-}
-
-function putLatin1(out: Uint8Array, at: number, s: string): number {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    out[at + i] = c > 0xff ? 0x3f : c;
-  }
-  return at + s.length;
 }
 
 /** Returns the first value of a header (name lower-case), or undefined. */
