@@ -8,6 +8,7 @@
 
 import { log } from "../log.ts";
 import { BufConn } from "../net/buf_conn.ts";
+import { tcpByteConn } from "../net/byte_conn.ts";
 import { originalDst } from "../net/ffi.ts";
 import type { ConnInfo } from "../proxy/http1.ts";
 
@@ -51,7 +52,7 @@ export class Listener {
         continue;
       }
       conn.setNoDelay(true);
-      const c = new BufConn(conn);
+      const c = new BufConn(tcpByteConn(conn));
       const remote = conn.remoteAddr as Deno.NetAddr;
       const dst = originalDst(conn);
       const info: ConnInfo = {

@@ -1,6 +1,7 @@
 /**
- * The byte stream a `BufConn` reads and writes: a Deno TCP connection as it
- * is, or a node:tls socket adapted to the same four calls. This lets the
+ * The byte stream a `BufConn` reads and writes: a Deno TCP connection (read
+ * and written through the runtime's calls, `tcpByteConn`), or a node:tls
+ * socket adapted to the same four calls. This lets the
  * HTTP engines run unchanged over plaintext and over mTLS.
  *
  * The TLS adapter pulls decrypted chunks from the socket's 'data' events into
@@ -17,6 +18,82 @@ export interface ByteConn {
   write(p: Uint8Array): Promise<number>;
   closeWrite(): void;
   close(): void;
+}
+
+/**
+ * The runtime's own read and write calls, when this Deno exposes them:
+ * `Deno.Conn.read` tracks each pending read in a Set of its connection, and
+ * adding to and deleting from that Set once per read made V8 rebuild the
+ * Set's table in the old generation every few reads (about 300 bytes of old
+ * space garbage per proxied request, most of remora's old-space churn).
+ */
+interface CoreIo {
+  read(rid: number, p: Uint8Array): Promise<number>;
+  write(rid: number, p: Uint8Array): Promise<number>;
+}
+
+/** The symbol under which Deno keeps a connection's resource id (found on the first connection). */
+let ridSymbol: symbol | undefined;
+
+function ridOf(conn: Deno.TcpConn): number | undefined {
+  ridSymbol ??= Object.getOwnPropertySymbols(conn).find((s) =>
+    s.description === "Deno.internal.rid"
+  );
+  const rid = ridSymbol === undefined
+    ? undefined
+    : (conn as unknown as Record<symbol, unknown>)[ridSymbol];
+  return typeof rid === "number" ? rid : undefined;
+}
+
+function findCoreIo(): CoreIo | undefined {
+  try {
+    // deno-lint-ignore no-explicit-any
+    const d = Deno as any;
+    const core = d[d.internal]?.core;
+    if (typeof core?.read === "function" && typeof core?.write === "function") return core;
+  } catch {
+    // Not available: Deno.Conn's own calls are used.
+  }
+  return undefined;
+}
+
+const coreIo = findCoreIo();
+
+/** A Deno TCP connection as a ByteConn, reading and writing through the runtime's calls when it can. */
+export function tcpByteConn(conn: Deno.TcpConn): ByteConn {
+  const rid = coreIo === undefined ? undefined : ridOf(conn);
+  if (coreIo === undefined || rid === undefined) return conn;
+  return new CoreTcpConn(conn, rid, coreIo);
+}
+
+class CoreTcpConn implements ByteConn {
+  readonly #conn: Deno.TcpConn;
+  readonly #rid: number;
+  readonly #io: CoreIo;
+
+  constructor(conn: Deno.TcpConn, rid: number, io: CoreIo) {
+    this.#conn = conn;
+    this.#rid = rid;
+    this.#io = io;
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    if (p.length === 0) return 0;
+    const n = await this.#io.read(this.#rid, p);
+    return n === 0 ? null : n;
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    return this.#io.write(this.#rid, p);
+  }
+
+  closeWrite(): void {
+    this.#conn.closeWrite();
+  }
+
+  close(): void {
+    this.#conn.close();
+  }
 }
 
 /**

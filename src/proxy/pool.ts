@@ -10,6 +10,7 @@
 
 import { log } from "../log.ts";
 import { BufConn } from "../net/buf_conn.ts";
+import { tcpByteConn } from "../net/byte_conn.ts";
 import { type MeshIdentity, originate } from "../tls/mtls.ts";
 import type { Upstream } from "./target.ts";
 
@@ -133,7 +134,7 @@ export async function connect(host: string, port: number, timeoutMs: number): Pr
       }),
     ]);
     conn.setNoDelay(true);
-    return new BufConn(conn);
+    return new BufConn(tcpByteConn(conn));
   } catch (e) {
     // A connect that finishes after the timeout must not leak.
     attempt.then((c) => c.close(), () => {});
