@@ -6,7 +6,7 @@ Deno.test("startMemoryTrim drops startup pages after its delay, and stops", asyn
     import { startMemoryTrim } from ${JSON.stringify(new URL("./memory.ts", import.meta.url).href)};
     const rss = () => Number(/VmRSS:\\s+(\\d+)/.exec(Deno.readTextFileSync("/proc/self/status"))[1]);
     const before = rss();
-    const stop = startMemoryTrim({ startupDelayMs: 10, trimIntervalMs: 20 });
+    const stop = startMemoryTrim({ startupDelaysMs: [10, 50], trimIntervalMs: 20 });
     await new Promise((r) => setTimeout(r, 200));
     stop();
     console.log(JSON.stringify({ before, after: rss() }));
