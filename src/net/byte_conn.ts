@@ -9,7 +9,10 @@
  * stays bounded) and resolves writes when node has taken them.
  */
 
+import process from "node:process";
 import type { Duplex } from "node:stream";
+import type { TLSSocket } from "node:tls";
+import type { BufConn } from "./buf_conn.ts";
 
 export interface ByteConn {
   /** Reads into `p`; resolves with the count, or null at end of stream. */
@@ -97,46 +100,34 @@ class CoreTcpConn implements ByteConn {
 }
 
 /**
- * Adapts a node stream (a TLSSocket) to ByteConn. The socket flows freely
- * into a queue of chunks, and is paused only while more than `HIGH_WATER`
- * bytes wait unread (pausing per chunk cost a third of the throughput).
+ * Decrypted chunks waiting to be read, shared by the two TLS adapters. The
+ * source flows freely into the queue and is paused only while more than
+ * `HIGH_WATER` bytes wait unread (pausing per chunk cost a third of the
+ * throughput).
  */
-export class StreamByteConn implements ByteConn {
-  readonly #s: Duplex;
+abstract class ChunkQueue {
   readonly #chunks: Uint8Array[] = [];
   #head = 0;
   #queued = 0;
   #paused = false;
-  #ended = false;
-  #error: Error | undefined;
+  protected ended = false;
+  protected error: Error | undefined;
   #waiter: (() => void) | undefined;
 
-  constructor(s: Duplex) {
-    this.#s = s;
-    s.on("data", (c: Uint8Array) => {
-      this.#chunks.push(c);
-      this.#queued += c.length;
-      if (this.#queued > HIGH_WATER && !this.#paused) {
-        this.#paused = true;
-        s.pause();
-      }
-      this.#wake();
-    });
-    s.on("end", () => {
-      this.#ended = true;
-      this.#wake();
-    });
-    s.on("close", () => {
-      this.#ended = true;
-      this.#wake();
-    });
-    s.on("error", (e: Error) => {
-      this.#error = e;
-      this.#wake();
-    });
+  protected abstract pauseSource(): void;
+  protected abstract resumeSource(): void;
+
+  protected enqueue(c: Uint8Array): void {
+    this.#chunks.push(c);
+    this.#queued += c.length;
+    if (this.#queued > HIGH_WATER && !this.#paused) {
+      this.#paused = true;
+      this.pauseSource();
+    }
+    this.wake();
   }
 
-  #wake(): void {
+  protected wake(): void {
     const w = this.#waiter;
     this.#waiter = undefined;
     w?.();
@@ -144,8 +135,8 @@ export class StreamByteConn implements ByteConn {
 
   async read(p: Uint8Array): Promise<number | null> {
     while (this.#head === this.#chunks.length) {
-      if (this.#error !== undefined) throw this.#error;
-      if (this.#ended) return null;
+      if (this.error !== undefined) throw this.error;
+      if (this.ended) return null;
       await new Promise<void>((resolve) => this.#waiter = resolve);
     }
     // Copy as many queued bytes as fit.
@@ -165,13 +156,44 @@ export class StreamByteConn implements ByteConn {
     this.#queued -= n;
     if (this.#paused && this.#queued <= HIGH_WATER / 2) {
       this.#paused = false;
-      this.#s.resume();
+      this.resumeSource();
     }
     return n;
   }
+}
+
+/** Adapts a node stream (a TLSSocket) to ByteConn through its 'data' events and `write()`. */
+export class StreamByteConn extends ChunkQueue implements ByteConn {
+  readonly #s: Duplex;
+
+  constructor(s: Duplex) {
+    super();
+    this.#s = s;
+    s.on("data", (c: Uint8Array) => this.enqueue(c));
+    s.on("end", () => {
+      this.ended = true;
+      this.wake();
+    });
+    s.on("close", () => {
+      this.ended = true;
+      this.wake();
+    });
+    s.on("error", (e: Error) => {
+      this.error = e;
+      this.wake();
+    });
+  }
+
+  protected pauseSource(): void {
+    this.#s.pause();
+  }
+
+  protected resumeSource(): void {
+    this.#s.resume();
+  }
 
   write(p: Uint8Array): Promise<number> {
-    if (this.#error !== undefined) return Promise.reject(this.#error);
+    if (this.error !== undefined) return Promise.reject(this.error);
     // node keeps a reference to the chunk until written: copy, since callers reuse buffers.
     const copy = p.slice();
     return new Promise((resolve, reject) => {
@@ -186,6 +208,230 @@ export class StreamByteConn implements ByteConn {
   close(): void {
     this.#s.destroy();
   }
+}
+
+/**
+ * A TLSSocket after its handshake, read and written at its TLS handle: the
+ * handle's read callback feeds the queue, and plaintext goes to the handle's
+ * `writeBuffer`. This skips node's Readable and Writable machinery, which
+ * cost more per request than the TLS records themselves; the socket object
+ * still owns the connection (errors, close, shutdown). The handle protocol
+ * is node's stream_base one (`onread` with the byte count in
+ * `streamBaseState`, write requests completed through `oncomplete`), as
+ * Deno implements it; `tlsByteConn` checks that it is there and otherwise
+ * falls back to `StreamByteConn`.
+ */
+class HandleByteConn extends ChunkQueue implements ByteConn {
+  readonly #sock: TLSSocket;
+  readonly #h: TlsHandle;
+  readonly #sb: StreamBase;
+  /** The ciphertext reader, when remora feeds the TLS layer itself (`carryCiphertext`). */
+  source: { pause(): void; resume(): void } | undefined;
+
+  constructor(sock: TLSSocket, h: TlsHandle, sb: StreamBase) {
+    super();
+    this.#sock = sock;
+    this.#h = h;
+    this.#sb = sb;
+    // Bytes the socket decrypted before this took over (a client may send
+    // its request together with its last handshake message).
+    for (let c = sock.read(); c !== null; c = sock.read()) this.enqueue(c);
+    const state = sb.streamBaseState;
+    h.readStop();
+    h.onread = (buf, n) => {
+      const nread = n ?? state[sb.kReadBytesOrError]!;
+      if (nread > 0 && buf !== undefined) {
+        const off = buf instanceof ArrayBuffer ? state[sb.kArrayBufferOffset]! : 0;
+        const bytes = buf instanceof ArrayBuffer
+          ? new Uint8Array(buf, off, nread)
+          : buf.subarray(0, nread);
+        this.enqueue(bytes);
+      } else if (nread < 0) {
+        if (nread !== UV_EOF) this.error ??= new Error(`TLS read failed (code ${nread})`);
+        this.ended = true;
+        this.wake();
+      }
+    };
+    h.readStart();
+    sock.on("close", () => {
+      this.ended = true;
+      this.wake();
+    });
+    sock.on("error", (e: Error) => {
+      this.error ??= e;
+      this.wake();
+    });
+  }
+
+  protected pauseSource(): void {
+    this.#h.readStop();
+    this.source?.pause();
+  }
+
+  protected resumeSource(): void {
+    this.#h.readStart();
+    this.source?.resume();
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    if (this.error !== undefined) return Promise.reject(this.error);
+    if (this.#sock.destroyed) return Promise.reject(new Error("TLS connection closed"));
+    const sb = this.#sb;
+    const req = new sb.WriteWrap();
+    req.handle = this.#h;
+    // The TLS layer takes the plaintext in during the call (callers may reuse `p` at once).
+    return new Promise((resolve, reject) => {
+      req.oncomplete = (status: number) =>
+        status < 0 ? reject(new Error(`TLS write failed (code ${status})`)) : resolve(p.length);
+      const err = this.#h.writeBuffer(req, p);
+      if (err !== 0) reject(new Error(`TLS write failed (code ${err})`));
+      else if (sb.streamBaseState[sb.kLastWriteWasAsync] === 0) resolve(p.length);
+    });
+  }
+
+  closeWrite(): void {
+    this.#sock.end();
+  }
+
+  close(): void {
+    this.#sock.destroy();
+  }
+}
+
+const UV_EOF = -4095;
+
+interface TlsHandle {
+  onread: (buf: ArrayBuffer | Uint8Array | undefined, n?: number) => void;
+  readStart(): number;
+  readStop(): number;
+  writeBuffer(req: object, data: Uint8Array): number;
+}
+
+interface StreamBase {
+  WriteWrap: new () => { handle: unknown; oncomplete: (status: number) => void };
+  streamBaseState: Int32Array;
+  kReadBytesOrError: number;
+  kArrayBufferOffset: number;
+  kLastWriteWasAsync: number;
+}
+
+function findStreamBase(): StreamBase | undefined {
+  try {
+    // deno-lint-ignore no-explicit-any
+    const sb = (process as any).binding("stream_wrap") as StreamBase;
+    const ok = typeof sb?.WriteWrap === "function" && sb.streamBaseState instanceof Int32Array &&
+      typeof sb.kReadBytesOrError === "number" && typeof sb.kArrayBufferOffset === "number" &&
+      typeof sb.kLastWriteWasAsync === "number";
+    return ok ? sb : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const streamBase = findStreamBase();
+
+/**
+ * A TLSSocket whose handshake is done, as a ByteConn: at its handle when
+ * possible. `over` names the connection and duplex a server-side socket was
+ * built on (`duplexOf(conn)`: the ClientHello was read for detection, so
+ * node's TLS cannot own the TCP socket); ciphertext then moves between the
+ * connection and the TLS layer directly (`carryCiphertext`).
+ */
+export function tlsByteConn(
+  sock: TLSSocket,
+  over?: { conn: BufConn; duplex: Duplex & { detach(): void } },
+): ByteConn {
+  const h = (sock as unknown as { _handle?: Partial<TlsHandle> })._handle;
+  if (
+    streamBase === undefined || h === undefined || h === null ||
+    typeof h.readStart !== "function" || typeof h.readStop !== "function" ||
+    typeof h.writeBuffer !== "function" || !("onread" in h)
+  ) {
+    return new StreamByteConn(sock);
+  }
+  const conn = new HandleByteConn(sock, h as TlsHandle, streamBase);
+  if (over !== undefined) conn.source = carryCiphertext(sock, over.conn, over.duplex);
+  return conn;
+}
+
+/**
+ * Moves ciphertext between `c` and the TLS layer of a socket built over
+ * `duplexOf(c)`, once its handshake is done: reads from `c` go straight into
+ * the TLS handle, and its output is written straight to `c`, skipping the
+ * duplex and node's JS stream socket. Returns the reader's pause and resume,
+ * or undefined (nothing changed) when the socket is not built as expected.
+ */
+function carryCiphertext(
+  sock: TLSSocket,
+  c: BufConn,
+  duplex: Duplex & { detach(): void },
+): { pause(): void; resume(): void } | undefined {
+  const h = (sock as unknown as { _handle?: { _parent?: unknown; _parentWrap?: unknown } })
+    ._handle;
+  const js = h?._parent as { readBuffer?: unknown; emitEOF?: unknown } | undefined;
+  const wrap = h?._parentWrap as { stream?: unknown } | undefined;
+  if (
+    typeof js?.readBuffer !== "function" || typeof js.emitEOF !== "function" ||
+    wrap?.stream !== duplex
+  ) {
+    return undefined;
+  }
+  const readBuffer = js.readBuffer.bind(js) as (b: Uint8Array) => void;
+  const emitEOF = js.emitEOF.bind(js) as () => void;
+  // Bytes the duplex took from `c` but node has not consumed yet come first.
+  duplex.detach();
+  duplex.removeAllListeners("data");
+  duplex.pause();
+  const early: Uint8Array[] = [];
+  for (let b = duplex.read() as Uint8Array | null; b !== null; b = duplex.read()) early.push(b);
+  let paused = false;
+  let wake: (() => void) | undefined;
+  const control = {
+    pause(): void {
+      paused = true;
+    },
+    resume(): void {
+      paused = false;
+      const w = wake;
+      wake = undefined;
+      w?.();
+    },
+  };
+  // What the TLS layer writes (records, close_notify) and how it shuts down or closes.
+  wrap.stream = {
+    readable: true,
+    writable: true,
+    write(chunk: Uint8Array, cb: (e?: Error) => void): boolean {
+      c.writeAll(chunk).then(() => cb(), (e) => cb(e as Error));
+      return true;
+    },
+    end(cb?: () => void): void {
+      c.closeWrite();
+      cb?.();
+    },
+    destroy(): void {
+      c.close();
+    },
+    pause: control.pause,
+    resume: control.resume,
+    cork(): void {},
+    uncork(): void {},
+  };
+  for (const b of early) readBuffer(b);
+  (async () => {
+    for (;;) {
+      while (paused) await new Promise<void>((r) => wake = r);
+      if (c.buffered === 0 && !(await c.fill())) {
+        emitEOF();
+        return;
+      }
+      // The TLS layer takes the bytes in during the call: the buffer can be reused.
+      const chunk = c.buf.subarray(c.start, c.end);
+      c.consume(chunk.length);
+      readBuffer(chunk);
+    }
+  })().catch((e) => sock.destroy(e as Error));
+  return control;
 }
 
 const HIGH_WATER = 256 * 1024;

@@ -4,6 +4,10 @@
  * already buffered (read for detection) come first, so nothing is lost;
  * `filter` may rewrite what is read (h2 uses it to take out GOAWAY frames).
  * Reads are pulled only while node wants more (backpressure).
+ *
+ * `detach()` takes the connection back for another reader: the duplex stops
+ * reading from it. A read of its own still pending is shared with the next
+ * reader (`BufConn.fill`), and the bytes it brings stay in the `BufConn`.
  */
 
 import { Duplex } from "node:stream";
@@ -12,8 +16,9 @@ import type { BufConn } from "./buf_conn.ts";
 export function duplexOf(
   connecting: BufConn | Promise<BufConn>,
   filter?: (chunk: Uint8Array) => Uint8Array[],
-): Duplex {
+): Duplex & { detach(): void } {
   let reading = false;
+  let detached = false;
   let conn: BufConn | undefined = connecting instanceof Promise ? undefined : connecting;
   const ready = Promise.resolve(connecting);
   const d = new Duplex({
@@ -22,14 +27,16 @@ export function duplexOf(
     allowHalfOpen: false,
     read() {
       if (reading) return;
+      if (detached) return;
       reading = true;
       (async () => {
         const c = conn ?? await ready;
         for (;;) {
           if (c.buffered === 0 && !(await c.fill())) {
-            d.push(null);
+            if (!detached) d.push(null);
             return;
           }
+          if (detached) return;
           const chunk = c.buf.slice(c.start, c.end);
           c.consume(chunk.length);
           let more = true;
@@ -40,7 +47,9 @@ export function duplexOf(
             return;
           }
         }
-      })().catch((e) => d.destroy(e as Error));
+      })().catch((e) => {
+        if (!detached) d.destroy(e as Error);
+      });
     },
     write(chunk: Uint8Array, _enc, cb) {
       (conn !== undefined ? conn.writeAll(chunk) : ready.then((c) => c.writeAll(chunk)))
@@ -55,5 +64,9 @@ export function duplexOf(
     },
   });
   ready.then((c) => conn = c, (e) => d.destroy(e as Error));
-  return d;
+  return Object.assign(d, {
+    detach(): void {
+      detached = true;
+    },
+  });
 }

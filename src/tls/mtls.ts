@@ -5,7 +5,7 @@
  * TLS is node:tls (Deno's `Deno.listenTls` cannot ask for or show client
  * certificates), run over remora's own connection through a Duplex, so the
  * ClientHello bytes read for detection are replayed to it. The result is a
- * `BufConn` again (via `StreamByteConn`), so the HTTP engines run unchanged
+ * `BufConn` again (via `tlsByteConn`), so the HTTP engines run unchanged
  * over TLS. Material comes from a `MeshIdentity`, which swaps it whole on
  * rotation: new handshakes use the new certificate, open connections keep
  * theirs. Only TLS 1.2 and 1.3 with forward-secret AEAD ciphers are offered.
@@ -18,7 +18,7 @@
 import { createHash, X509Certificate } from "node:crypto";
 import tls from "node:tls";
 import { BufConn } from "../net/buf_conn.ts";
-import { StreamByteConn } from "../net/byte_conn.ts";
+import { tlsByteConn } from "../net/byte_conn.ts";
 import { duplexOf } from "../net/duplex.ts";
 
 /** The certificate material of this workload. */
@@ -161,7 +161,8 @@ export async function terminate(
   opts: { requireClientCert: boolean; timeoutMs: number },
 ): Promise<{ conn: BufConn; peer: PeerInfo }> {
   const m = identity.material;
-  const sock = new tls.TLSSocket(duplexOf(c) as unknown as import("node:net").Socket, {
+  const duplex = duplexOf(c);
+  const sock = new tls.TLSSocket(duplex as unknown as import("node:net").Socket, {
     isServer: true,
     key: m.keyPem,
     cert: m.certChainPem,
@@ -201,7 +202,7 @@ export async function terminate(
     ? createHash("sha256").update(cert.raw).digest("hex")
     : undefined;
   return {
-    conn: new BufConn(new StreamByteConn(sock)),
+    conn: new BufConn(tlsByteConn(sock, { conn: c, duplex })),
     peer: {
       principal,
       certHash,
@@ -287,7 +288,7 @@ export async function originate(
     sock.destroy();
     throw e;
   }
-  return new BufConn(new StreamByteConn(sock));
+  return new BufConn(tlsByteConn(sock));
 }
 
 /** The certificate's notAfter, for expiry checks on loaded material. */
