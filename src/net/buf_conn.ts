@@ -130,8 +130,11 @@ export class BufConn {
   }
 
   closeWrite(): void {
+    if (this.#closed) return;
     try {
-      this.conn.closeWrite();
+      // Deno's TcpConn.closeWrite returns a promise that rejects once the connection is gone.
+      const r: unknown = this.conn.closeWrite();
+      if (r instanceof Promise) r.catch(() => {});
     } catch {
       // Already closed.
     }

@@ -91,7 +91,8 @@ class CoreTcpConn implements ByteConn {
   }
 
   closeWrite(): void {
-    this.#conn.closeWrite();
+    // Rejects when the connection is already gone: nothing is left to half-close then.
+    this.#conn.closeWrite().catch(() => {});
   }
 
   close(): void {
@@ -225,8 +226,8 @@ class HandleByteConn extends ChunkQueue implements ByteConn {
   readonly #sock: TLSSocket;
   readonly #h: TlsHandle;
   readonly #sb: StreamBase;
-  /** The ciphertext reader, when remora feeds the TLS layer itself (`carryCiphertext`). */
-  source: { pause(): void; resume(): void } | undefined;
+  /** The ciphertext carrier, when remora feeds the TLS layer itself (`carryCiphertext`). */
+  source: Carrier | undefined;
 
   constructor(sock: TLSSocket, h: TlsHandle, sb: StreamBase) {
     super();
@@ -276,6 +277,7 @@ class HandleByteConn extends ChunkQueue implements ByteConn {
   write(p: Uint8Array): Promise<number> {
     if (this.error !== undefined) return Promise.reject(this.error);
     if (this.#sock.destroyed) return Promise.reject(new Error("TLS connection closed"));
+    if (this.source !== undefined) return this.source.write(p);
     const sb = this.#sb;
     const req = new sb.WriteWrap();
     req.handle = this.#h;
@@ -350,34 +352,84 @@ export function tlsByteConn(
     return new StreamByteConn(sock);
   }
   const conn = new HandleByteConn(sock, h as TlsHandle, streamBase);
-  if (over !== undefined) conn.source = carryCiphertext(sock, over.conn, over.duplex);
+  if (over !== undefined) conn.source = carryCiphertext(sock, over.conn, over.duplex, streamBase);
   return conn;
+}
+
+/** How `HandleByteConn` drives a TLS layer that remora feeds itself. */
+interface Carrier {
+  pause(): void;
+  resume(): void;
+  /** Encrypts `p` and writes the records; resolves once they are written. */
+  write(p: Uint8Array): Promise<number>;
+}
+
+interface JsStreamTls {
+  readBuffer(b: Uint8Array): void;
+  drainEncOut(): Uint8Array | ArrayBuffer | null | undefined;
+  emitEof(): void;
+  _parentWrap?: { stream?: unknown };
 }
 
 /**
  * Moves ciphertext between `c` and the TLS layer of a socket built over
- * `duplexOf(c)`, once its handshake is done: reads from `c` go straight into
- * the TLS handle, and its output is written straight to `c`, skipping the
- * duplex and node's JS stream socket. Returns the reader's pause and resume,
- * or undefined (nothing changed) when the socket is not built as expected.
+ * `duplexOf(c)`, once its handshake is done. Reads from `c` go straight into
+ * the TLS layer; what it has to send (records, alerts, close_notify) is
+ * drained right after each call that can produce it and written to `c`, one
+ * write after another. This skips the duplex, node's JS stream socket and
+ * its deferred pumping. Returns undefined (nothing changed) when the socket
+ * is not built as expected.
  */
 function carryCiphertext(
   sock: TLSSocket,
   c: BufConn,
   duplex: Duplex & { detach(): void },
-): { pause(): void; resume(): void } | undefined {
-  const h = (sock as unknown as { _handle?: { _parent?: unknown; _parentWrap?: unknown } })
-    ._handle;
-  const js = h?._parent as { readBuffer?: unknown; emitEOF?: unknown } | undefined;
-  const wrap = h?._parentWrap as { stream?: unknown } | undefined;
+  sb: StreamBase,
+): Carrier | undefined {
+  const h = (sock as unknown as { _handle?: Partial<JsStreamTls> & object })._handle;
+  const proto = h === undefined ? undefined : Object.getPrototypeOf(h) as Record<string, unknown>;
+  const writeBuffer = proto?.writeBuffer;
   if (
-    typeof js?.readBuffer !== "function" || typeof js.emitEOF !== "function" ||
-    wrap?.stream !== duplex
+    h === undefined || typeof h.readBuffer !== "function" ||
+    typeof h.drainEncOut !== "function" || typeof h.emitEof !== "function" ||
+    typeof writeBuffer !== "function" || h._parentWrap?.stream !== duplex
   ) {
     return undefined;
   }
-  const readBuffer = js.readBuffer.bind(js) as (b: Uint8Array) => void;
-  const emitEOF = js.emitEOF.bind(js) as () => void;
+  const tlsLayer = h as JsStreamTls;
+  const wrap = h._parentWrap;
+  // One write after another, so that records are never interleaved.
+  let written: Promise<void> = Promise.resolve();
+  const send = (bytes: Uint8Array): Promise<void> => {
+    written = written.then(() => c.writeAll(bytes));
+    return written;
+  };
+  const take = (): Uint8Array | undefined => {
+    const out = tlsLayer.drainEncOut();
+    if (out === null || out === undefined || out.byteLength === 0) return undefined;
+    return out instanceof Uint8Array ? out : new Uint8Array(out);
+  };
+  /** Sends what the TLS layer has to send now. */
+  const drain = (): Promise<void> => {
+    const out = take();
+    return out === undefined ? written : send(out);
+  };
+  /**
+   * Sends records until the TLS layer has none left. A large write leaves
+   * plaintext queued behind its size-limited output buffer: an empty read
+   * makes it encrypt more, as node's pump does.
+   */
+  const drainAll = async (): Promise<void> => {
+    for (;;) {
+      let out = take();
+      if (out === undefined) {
+        tlsLayer.readBuffer(EMPTY);
+        out = take();
+        if (out === undefined) return;
+      }
+      await send(out);
+    }
+  };
   // Bytes the duplex took from `c` but node has not consumed yet come first.
   duplex.detach();
   duplex.removeAllListeners("data");
@@ -386,53 +438,74 @@ function carryCiphertext(
   for (let b = duplex.read() as Uint8Array | null; b !== null; b = duplex.read()) early.push(b);
   let paused = false;
   let wake: (() => void) | undefined;
-  const control = {
+  const carrier: Carrier = {
     pause(): void {
       paused = true;
     },
     resume(): void {
       paused = false;
+      // Records that arrived while paused are decrypted now.
+      tlsLayer.readBuffer(EMPTY);
+      drainAll().catch(() => {});
       const w = wake;
       wake = undefined;
       w?.();
     },
+    write(p: Uint8Array): Promise<number> {
+      const req = new sb.WriteWrap();
+      req.handle = h;
+      req.oncomplete = () => {};
+      // The prototype's writeBuffer: the instance's own one also schedules
+      // node's deferred pump, which `drain` does here at once.
+      const err = (writeBuffer as (r: object, d: Uint8Array) => number).call(h, req, p);
+      if (err !== 0) return Promise.reject(new Error(`TLS write failed (code ${err})`));
+      // A small write becomes records at once; a large one may take several rounds.
+      return (p.length <= SMALL_WRITE ? drain() : drainAll()).then(() => p.length);
+    },
   };
-  // What the TLS layer writes (records, close_notify) and how it shuts down or closes.
+  // What node's TLS socket itself still sends (shutdown, close) takes the same way.
   wrap.stream = {
     readable: true,
     writable: true,
     write(chunk: Uint8Array, cb: (e?: Error) => void): boolean {
-      c.writeAll(chunk).then(() => cb(), (e) => cb(e as Error));
+      send(chunk).then(() => cb(), (e) => cb(e as Error));
       return true;
     },
     end(cb?: () => void): void {
-      c.closeWrite();
-      cb?.();
+      written.finally(() => {
+        c.closeWrite();
+        cb?.();
+      });
     },
     destroy(): void {
       c.close();
     },
-    pause: control.pause,
-    resume: control.resume,
+    pause: carrier.pause,
+    resume: carrier.resume,
     cork(): void {},
     uncork(): void {},
   };
-  for (const b of early) readBuffer(b);
+  for (const b of early) tlsLayer.readBuffer(b);
+  drain().catch(() => {});
   (async () => {
     for (;;) {
       while (paused) await new Promise<void>((r) => wake = r);
       if (c.buffered === 0 && !(await c.fill())) {
-        emitEOF();
+        tlsLayer.emitEof();
+        drain().catch(() => {});
         return;
       }
       // The TLS layer takes the bytes in during the call: the buffer can be reused.
       const chunk = c.buf.subarray(c.start, c.end);
       c.consume(chunk.length);
-      readBuffer(chunk);
+      tlsLayer.readBuffer(chunk);
+      drain().catch((e) => sock.destroy(e as Error));
     }
   })().catch((e) => sock.destroy(e as Error));
-  return control;
+  return carrier;
 }
 
 const HIGH_WATER = 256 * 1024;
+/** Plaintext up to this size is encrypted in full by the write call (one TLS record). */
+const SMALL_WRITE = 16 * 1024;
 const EMPTY = new Uint8Array(0);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { BufConn } from "./buf_conn.ts";
 import { tcpByteConn } from "./byte_conn.ts";
 
 async function pair(): Promise<{ a: Deno.TcpConn; b: Deno.TcpConn; close: () => void }> {
@@ -69,6 +70,22 @@ Deno.test("tcpByteConn: a pending read fails or ends when the connection is clos
     ca.close();
     const r = await pending;
     assert(r === null || r === "error", `pending read gave ${r}`);
+  } finally {
+    close();
+  }
+});
+
+Deno.test("closeWrite on a connection that is already closed does nothing (no unhandled rejection)", async () => {
+  const { a, b, close } = await pair();
+  try {
+    const ca = tcpByteConn(a);
+    ca.close();
+    ca.closeWrite();
+    const cb = new BufConn(tcpByteConn(b));
+    cb.close();
+    cb.closeWrite();
+    // Let a rejected shutdown surface, if one were left unhandled.
+    await new Promise((r) => setTimeout(r, 20));
   } finally {
     close();
   }
