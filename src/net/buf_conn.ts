@@ -76,8 +76,11 @@ export class BufConn {
 
   async #read(at: number): Promise<boolean> {
     let n: number | null;
+    const into = at === 0 ? this.buf : this.buf.subarray(at);
     try {
-      n = await this.conn.read(this.buf.subarray(at));
+      n = this.conn.readCount !== undefined
+        ? (await this.conn.readCount(into)) || null
+        : await this.conn.read(into);
     } catch {
       n = null;
     }

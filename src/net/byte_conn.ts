@@ -17,6 +17,11 @@ import type { BufConn } from "./buf_conn.ts";
 export interface ByteConn {
   /** Reads into `p`; resolves with the count, or null at end of stream. */
   read(p: Uint8Array): Promise<number | null>;
+  /**
+   * The same read with 0 for end of stream (`p` is never empty), where the
+   * connection can do without the extra promise `read` costs.
+   */
+  readCount?(p: Uint8Array): Promise<number>;
   /** Writes some or all of `p`; resolves with the count written. */
   write(p: Uint8Array): Promise<number>;
   closeWrite(): void;
@@ -84,6 +89,10 @@ class CoreTcpConn implements ByteConn {
     if (p.length === 0) return 0;
     const n = await this.#io.read(this.#rid, p);
     return n === 0 ? null : n;
+  }
+
+  readCount(p: Uint8Array): Promise<number> {
+    return this.#io.read(this.#rid, p);
   }
 
   write(p: Uint8Array): Promise<number> {
