@@ -8,9 +8,10 @@
  */
 
 import assert from "node:assert/strict";
+import tls from "node:tls";
 import { initCa, issueCert } from "../identity/ca.ts";
 import { BufConn } from "../net/buf_conn.ts";
-import { tcpByteConn } from "../net/byte_conn.ts";
+import { StreamByteConn, tcpByteConn } from "../net/byte_conn.ts";
 import { MeshIdentity, originate, terminate } from "./mtls.ts";
 
 const TD = "cluster.local";
@@ -99,6 +100,9 @@ function checkPattern(data: Uint8Array, chunks: number, size: number): void {
 Deno.test("mTLS data path: both directions arrive whole while write buffers are reused at once", async () => {
   const p = await mtlsPair();
   try {
+    // On this Deno both ends use the TLS handle, not node's streams (see net/byte_conn.ts).
+    assert.ok(!(p.client.conn instanceof StreamByteConn));
+    assert.ok(!(p.server.conn instanceof StreamByteConn));
     const chunks = 16;
     const size = 64 * 1024;
     const [up, down] = await Promise.all([
@@ -147,5 +151,45 @@ Deno.test("mTLS data path: the request sent with the handshake is read; end of s
     assert.equal(p.server.eof, true);
   } finally {
     p.close();
+  }
+});
+
+Deno.test("mTLS data path fallback (node's streams, for a Deno without the TLS handle calls) also delivers every byte", async () => {
+  const ca = await initCa({ trustDomain: TD, ttlMs: 3_600_000 });
+  const [a, b] = await Promise.all([identity(ca, "a"), identity(ca, "b")]);
+  const server = tls.createServer({
+    key: b.material.keyPem,
+    cert: b.material.certChainPem,
+    ca: b.material.rootCertPem,
+    requestCert: true,
+    rejectUnauthorized: true,
+  });
+  const accepted = new Promise<tls.TLSSocket>((r) => server.once("secureConnection", r));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  const sock = tls.connect({
+    host: "127.0.0.1",
+    port,
+    key: a.material.keyPem,
+    cert: a.material.certChainPem,
+    ca: a.material.rootCertPem,
+    checkServerIdentity: () => undefined,
+  });
+  await new Promise<void>((r) => sock.once("secureConnect", () => r()));
+  const client = new BufConn(new StreamByteConn(sock));
+  const peer = new BufConn(new StreamByteConn(await accepted));
+  try {
+    const chunks = 32;
+    const size = 64 * 1024;
+    const sending = writePattern(client, chunks, size);
+    await new Promise((r) => setTimeout(r, 200));
+    checkPattern(await readBytes(peer, chunks * size), chunks, size);
+    await sending;
+    client.closeWrite();
+    assert.equal(await peer.fill(), false);
+  } finally {
+    client.close();
+    peer.close();
+    server.close();
   }
 });
