@@ -7,7 +7,7 @@
  *   leave the resident set (madvise MADV_DONTNEED on mappings of clean file
  *   pages only). The page cache keeps them; the code the proxy runs maps
  *   back in on first use with a minor fault. At idle this takes RSS from
- *   about 64 MB to about 38 MB. The first pass comes early because load may
+ *   about 64 MB to about 40 MB. The first pass comes early because load may
  *   arrive as soon as the listeners are up (startup pages and load together
  *   made a peak of 83 MB); the second catches what finished loading later.
  * - Periodically: memory malloc holds free (connection buffers of a past

@@ -97,22 +97,27 @@ export function decodeLatin1(buf: Uint8Array, start: number, end: number): strin
 }
 
 const asciiEncoder = new TextEncoder();
-// Heads are encoded into this scratch buffer and copied out: encodeInto into
-// a reused buffer costs a tenth of TextEncoder.encode's fresh allocation.
-const scratch = new Uint8Array(2 * 1024);
 
-/** Encodes a string as ISO-8859-1 (characters above U+00FF become "?"). */
-export function encodeLatin1(s: string): Uint8Array {
-  if (s.length <= scratch.length) {
-    // All-ASCII text encodes to exactly one UTF-8 byte per character.
-    const r = asciiEncoder.encodeInto(s, scratch);
-    if (r.read === s.length && r.written === s.length) return scratch.slice(0, r.written);
-  }
-  const out = new Uint8Array(s.length);
+/**
+ * Writes `s` as ISO-8859-1 into `out`, which holds exactly `s.length` bytes
+ * (characters above U+00FF become "?"). All-ASCII text, the usual case, is
+ * encoded natively with `encodeInto` (one UTF-8 byte per character), which
+ * also flattens whatever the string is made of; a character-code loop does
+ * the rest.
+ */
+function putLatin1(s: string, out: Uint8Array): void {
+  const r = asciiEncoder.encodeInto(s, out);
+  if (r.read === s.length && r.written === s.length) return;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     out[i] = c > 0xff ? 0x3f : c;
   }
+}
+
+/** Encodes a string as ISO-8859-1 (characters above U+00FF become "?"). */
+export function encodeLatin1(s: string): Uint8Array {
+  const out = new Uint8Array(s.length);
+  putLatin1(s, out);
   return out;
 }
 
@@ -321,12 +326,11 @@ export function parseResponseHead(
 
 /**
  * Serializes a head: `startLine` then headers, then the blank line, into a
- * slab buffer (net/slab.ts). The head is built as one string and encoded
- * natively with `encodeInto`, which flattens whatever the strings are made
- * of. A per-character `charCodeAt` loop is used only for heads with non-ASCII
- * characters: on the hot path it is slower, because header strings come in
- * many internal representations (sliced, concatenated, internalized) and
- * its property loads turn megamorphic once it has seen enough of them.
+ * slab buffer (net/slab.ts). The head is built as one string and written by
+ * `putLatin1`, natively for ASCII. A per-character loop over each header is
+ * slower on the hot path: header strings come in many internal
+ * representations (sliced, concatenated, internalized), and its property
+ * loads turn megamorphic once it has seen enough of them.
  */
 export function serializeHead(startLine: string, headers: HeaderList): Uint8Array {
   let text = startLine + "\r\n";
@@ -335,15 +339,8 @@ export function serializeHead(startLine: string, headers: HeaderList): Uint8Arra
     text += h[0] + ": " + h[1] + "\r\n";
   }
   text += "\r\n";
-  const n = text.length;
-  const out = allocBytes(n);
-  // All-ASCII text encodes to exactly one UTF-8 byte per character.
-  const r = asciiEncoder.encodeInto(text, out);
-  if (r.read === n && r.written === n) return out;
-  for (let i = 0; i < n; i++) {
-    const c = text.charCodeAt(i);
-    out[i] = c > 0xff ? 0x3f : c;
-  }
+  const out = allocBytes(text.length);
+  putLatin1(text, out);
   return out;
 }
 

@@ -1,12 +1,12 @@
 /**
  * The byte stream a `BufConn` reads and writes: a Deno TCP connection (read
  * and written through the runtime's calls, `tcpByteConn`), or a node:tls
- * socket adapted to the same four calls. This lets the
- * HTTP engines run unchanged over plaintext and over mTLS.
+ * socket adapted to the same four calls (`tlsByteConn`). This lets the HTTP
+ * engines run unchanged over plaintext and over mTLS.
  *
- * The TLS adapter pulls decrypted chunks from the socket's 'data' events into
- * the caller's buffer (pausing the socket when no read is waiting, so memory
- * stays bounded) and resolves writes when node has taken them.
+ * The TLS adapters queue decrypted chunks until the caller reads them
+ * (pausing the source while too much waits, so memory stays bounded) and
+ * resolve writes once the TLS layer has taken the bytes.
  */
 
 import process from "node:process";
@@ -87,8 +87,7 @@ class CoreTcpConn implements ByteConn {
 
   async read(p: Uint8Array): Promise<number | null> {
     if (p.length === 0) return 0;
-    const n = await this.#io.read(this.#rid, p);
-    return n === 0 ? null : n;
+    return (await this.readCount(p)) || null;
   }
 
   readCount(p: Uint8Array): Promise<number> {

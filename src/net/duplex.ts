@@ -26,8 +26,7 @@ export function duplexOf(
     // released (a half-open connection has nothing more to say here).
     allowHalfOpen: false,
     read() {
-      if (reading) return;
-      if (detached) return;
+      if (reading || detached) return;
       reading = true;
       (async () => {
         const c = conn ?? await ready;

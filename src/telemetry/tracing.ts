@@ -340,7 +340,7 @@ export class TelemetryHook {
     const peerPort = client ? x.upstream?.port ?? 0 : x.conn.remotePort;
     // A span waits up to a batch interval for export: its strings are copied
     // so that it does not keep alive the larger strings they were cut from
-    // (a 9 KB block of pooled ids, the request head's text).
+    // (a block of pooled ids, the request head's text).
     return {
       traceId: own(t.traceId),
       spanId: own(t.spanId),
@@ -406,7 +406,6 @@ function hostPort(host: string, port: number): string {
   return h.includes(":") ? `[${h}]:${port}` : `${h}:${port}`;
 }
 
-/** "host:port", "[v6]:port" or "host" → host and port (0 when none). */
 /**
  * A copy of `s` that does not refer to the string it was sliced from. A
  * concatenation is flattened into a new string when sliced; the slice then
@@ -416,6 +415,7 @@ function own(s: string): string {
   return s.length < 13 ? s : (s + " ").slice(0, -1);
 }
 
+/** "host:port", "[v6]:port" or "host" → host and port (0 when none). */
 export function splitHostPort(authority: string): { host: string; port: number } {
   if (authority.startsWith("[")) {
     const end = authority.indexOf("]");
