@@ -122,6 +122,9 @@ abstract class ChunkQueue {
   protected ended = false;
   protected error: Error | undefined;
   #waiter: (() => void) | undefined;
+  /** The buffer of the read waiting for bytes, and what was copied into it. */
+  #target: Uint8Array | undefined;
+  #delivered = 0;
 
   protected abstract pauseSource(): void;
   protected abstract resumeSource(): void;
@@ -136,6 +139,24 @@ abstract class ChunkQueue {
     this.wake();
   }
 
+  /**
+   * Takes bytes the caller will overwrite once this returns: they go
+   * straight into the buffer of a waiting read, the usual case, and
+   * otherwise into a copy that is queued.
+   */
+  protected deliver(src: Uint8Array): void {
+    const t = this.#target;
+    if (t !== undefined && this.#delivered === 0 && this.#head === this.#chunks.length) {
+      const k = Math.min(src.length, t.length);
+      t.set(k === src.length ? src : src.subarray(0, k));
+      this.#delivered = k;
+      if (k < src.length) this.enqueue(src.slice(k));
+      else this.wake();
+      return;
+    }
+    this.enqueue(src.slice());
+  }
+
   protected wake(): void {
     const w = this.#waiter;
     this.#waiter = undefined;
@@ -146,7 +167,14 @@ abstract class ChunkQueue {
     while (this.#head === this.#chunks.length) {
       if (this.error !== undefined) throw this.error;
       if (this.ended) return null;
+      this.#target = p;
       await new Promise<void>((resolve) => this.#waiter = resolve);
+      this.#target = undefined;
+      const n = this.#delivered;
+      if (n > 0) {
+        this.#delivered = 0;
+        return n;
+      }
     }
     // Copy as many queued bytes as fit.
     let n = 0;
@@ -247,9 +275,16 @@ class HandleByteConn extends ChunkQueue implements ByteConn {
     for (let c = sock.read(); c !== null; c = sock.read()) this.enqueue(c);
     const state = sb.streamBaseState;
     h.readStop();
+    // Decrypted bytes land in one buffer shared by all connections and are
+    // copied out at once, instead of in a new ArrayBuffer per read (young
+    // ArrayBuffers are what made scavenges slow: each one is swept apart).
+    const user = typeof h.useUserBuffer === "function" ? sharedReadBuffer() : undefined;
+    if (user !== undefined) h.useUserBuffer!(user);
     h.onread = (buf, n) => {
       const nread = n ?? state[sb.kReadBytesOrError]!;
-      if (nread > 0 && buf !== undefined) {
+      if (nread > 0 && buf === undefined && user !== undefined) {
+        this.deliver(nread === user.length ? user : user.subarray(0, nread));
+      } else if (nread > 0 && buf !== undefined) {
         const off = buf instanceof ArrayBuffer ? state[sb.kArrayBufferOffset]! : 0;
         const bytes = buf instanceof ArrayBuffer
           ? new Uint8Array(buf, off, nread)
@@ -312,6 +347,8 @@ const UV_EOF = -4095;
 
 interface TlsHandle {
   onread: (buf: ArrayBuffer | Uint8Array | undefined, n?: number) => void;
+  /** Makes reads land in `buf` (onread then gets no buffer), as node's `onread: { buffer }`. */
+  useUserBuffer?(buf: Uint8Array): unknown;
   readStart(): number;
   readStop(): number;
   writeBuffer(req: object, data: Uint8Array): number;
@@ -514,6 +551,13 @@ function carryCiphertext(
 }
 
 const HIGH_WATER = 256 * 1024;
+
+let readBuffer: Uint8Array | undefined;
+
+/** The buffer TLS handles decrypt into (see HandleByteConn), made on first use. */
+function sharedReadBuffer(): Uint8Array {
+  return readBuffer ??= new Uint8Array(64 * 1024);
+}
 /** Plaintext up to this size is encrypted in full by the write call (one TLS record). */
 const SMALL_WRITE = 16 * 1024;
 const EMPTY = new Uint8Array(0);
