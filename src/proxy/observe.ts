@@ -19,18 +19,36 @@ export interface SelfInfo {
   principal?: () => string | undefined;
 }
 
+// Labels are made once per distinct identity, not per request: a request
+// otherwise built these strings anew only for the metrics key to drop them.
+const labelOf = new Map<string, string>();
+
 /** A SPIFFE ID as Istio's metrics print it: without the scheme ("cluster.local/ns/x/sa/y"). */
 function principalLabel(id: string | undefined): string {
-  return id === undefined ? "unknown" : id.startsWith("spiffe://") ? id.slice(9) : id;
+  if (id === undefined) return "unknown";
+  let label = labelOf.get(id);
+  if (label === undefined) {
+    label = id.startsWith("spiffe://") ? id.slice(9) : id;
+    if (labelOf.size >= 1024) labelOf.clear();
+    labelOf.set(id, label);
+  }
+  return label;
 }
+
+/** Per meshed endpoint: the last own identity seen and the upstream identity made from it. */
+const expectedOf = new WeakMap<object, { mine: string; id: string }>();
 
 /** The identity a meshed upstream must present, as the pool checks it. */
 function upstreamPrincipal(self: SelfInfo, up: Upstream | undefined): string | undefined {
   const m = up?.meshed;
   const mine = self.principal?.();
   if (m?.serviceAccount === undefined || mine === undefined) return undefined;
+  const known = expectedOf.get(m);
+  if (known !== undefined && known.mine === mine) return known.id;
   const td = mine.slice(9, mine.indexOf("/", 9));
-  return `spiffe://${td}/ns/${m.namespace}/sa/${m.serviceAccount}`;
+  const id = `spiffe://${td}/ns/${m.namespace}/sa/${m.serviceAccount}`;
+  expectedOf.set(m, { mine, id });
+  return id;
 }
 
 export interface Observer {
