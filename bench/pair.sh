@@ -43,16 +43,17 @@ for port in 19152 19143; do
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.2; done
 done
 
-# Peak RSS of both remoras while the load runs.
-rss_of() { ps -o rss= -p "$(pgrep -f "$1" | head -1)" 2>/dev/null || echo 0; }
-: >"$W/rss.txt"
-(while sleep 0.5; do echo "$(rss_of 'inbound-port 19141') $(rss_of 'outbound-port 19140')" >>"$W/rss.txt"; done) &
-pids+=($!)
+# Peak RSS of both remoras under load: the kernel's high-water mark, reset now
+# (clear_refs 5) and read at the end. Nothing samples during the run, so no
+# forked ps/pgrep steals CPU from the latency measurement.
+PID_B=${pids[0]} PID_A=${pids[1]}
+for p in "$PID_A" "$PID_B"; do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done
+hwm() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
 # The remora pair is measured twice: first as started (its JIT compiles the
 # hot path during that run), then warm, as a sidecar runs for days. Both rows
 # are printed; the second is the one to compare.
 WORK="$W/peers" DUR="${DUR:-5}" bash "$PEERS" "remora-pair-cold=http://127.0.0.1:19140/#pair.bench.internal" \
   "remora-pair=http://127.0.0.1:19140/#pair.bench.internal"
-awk '{ if ($1 > b) b = $1; if ($2 > a) a = $2 } END { printf "remora peak RSS: A %.1f MB, B %.1f MB\n", a / 1024, b / 1024 }' "$W/rss.txt"
+echo "remora peak RSS: A $(hwm "$PID_A") MB, B $(hwm "$PID_B") MB"
 echo "reproduce: deno task bench:pair   (env DUR=5, WORK=$W)"
