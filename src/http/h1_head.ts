@@ -333,28 +333,16 @@ export function parseResponseHead(
  * loads turn megamorphic once it has seen enough of them.
  */
 export function serializeHead(startLine: string, headers: HeaderList): Uint8Array {
-  // Joined from a reused array into one flat string, where "+=" made a rope
-  // of four pieces per header that encodeInto then had to flatten.
-  const parts = headParts;
-  let n = 0;
-  parts[n++] = startLine;
-  parts[n++] = "\r\n";
+  let text = startLine + "\r\n";
   for (let i = 0; i < headers.length; i++) {
     const h = headers[i]!;
-    parts[n++] = h[0];
-    parts[n++] = ": ";
-    parts[n++] = h[1];
-    parts[n++] = "\r\n";
+    text += h[0] + ": " + h[1] + "\r\n";
   }
-  parts[n++] = "\r\n";
-  parts.length = n;
-  const text = parts.join("");
+  text += "\r\n";
   const out = allocBytes(text.length);
   putLatin1(text, out);
   return out;
 }
-
-const headParts: string[] = [];
 
 /** Returns the first value of a header (name lower-case), or undefined. */
 export function getHeader(headers: HeaderList, name: string): string | undefined {
