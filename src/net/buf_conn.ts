@@ -10,7 +10,7 @@
  * by the peer is noticed, and the next `fill()` picks up that same read.
  */
 
-import type { ByteConn } from "./byte_conn.ts";
+import { type ByteConn, writeLoop } from "./byte_conn.ts";
 
 export const BUF_SIZE = 64 * 1024;
 
@@ -125,11 +125,9 @@ export class BufConn {
   }
 
   /** Writes every byte of `data`; throws if the connection fails. */
-  async writeAll(data: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < data.length) {
-      off += await this.conn.write(off === 0 ? data : data.subarray(off));
-    }
+  writeAll(data: Uint8Array): Promise<void> {
+    const c = this.conn;
+    return c.writeAll !== undefined ? c.writeAll(data) : writeLoop(c, data);
   }
 
   closeWrite(): void {

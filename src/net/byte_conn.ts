@@ -24,6 +24,11 @@ export interface ByteConn {
   readCount?(p: Uint8Array): Promise<number>;
   /** Writes some or all of `p`; resolves with the count written. */
   write(p: Uint8Array): Promise<number>;
+  /**
+   * Writes all of `p` in one call, where the connection can do without a
+   * loop of `write`s (each a promise and a wait more).
+   */
+  writeAll?(p: Uint8Array): Promise<void>;
   closeWrite(): void;
   close(): void;
 }
@@ -38,6 +43,8 @@ export interface ByteConn {
 interface CoreIo {
   read(rid: number, p: Uint8Array): Promise<number>;
   write(rid: number, p: Uint8Array): Promise<number>;
+  /** Writes until all is written, natively (absent on runtimes without it). */
+  writeAll?(rid: number, p: Uint8Array): Promise<void>;
 }
 
 /** The symbol under which Deno keeps a connection's resource id (found on the first connection). */
@@ -74,6 +81,12 @@ export function tcpByteConn(conn: Deno.TcpConn): ByteConn {
   return new CoreTcpConn(conn, rid, coreIo);
 }
 
+/** Writes all of `p` with one `write` after another. */
+export async function writeLoop(c: ByteConn, p: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < p.length) off += await c.write(off === 0 ? p : p.subarray(off));
+}
+
 class CoreTcpConn implements ByteConn {
   readonly #conn: Deno.TcpConn;
   readonly #rid: number;
@@ -96,6 +109,16 @@ class CoreTcpConn implements ByteConn {
 
   write(p: Uint8Array): Promise<number> {
     return this.#io.write(this.#rid, p);
+  }
+
+  writeAll(p: Uint8Array): Promise<void> {
+    const io = this.#io;
+    if (io.writeAll === undefined) return writeLoop(this, p);
+    try {
+      return io.writeAll(this.#rid, p);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   closeWrite(): void {
@@ -315,6 +338,11 @@ class HandleByteConn extends ChunkQueue implements ByteConn {
   protected resumeSource(): void {
     this.#h.readStart();
     this.source?.resume();
+  }
+
+  /** `write` takes all of `p` in (it resolves with its length): no loop needed. */
+  writeAll(p: Uint8Array): Promise<void> {
+    return this.write(p) as Promise<unknown> as Promise<void>;
   }
 
   write(p: Uint8Array): Promise<number> {

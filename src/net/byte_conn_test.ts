@@ -90,3 +90,32 @@ Deno.test("closeWrite on a connection that is already closed does nothing (no un
     close();
   }
 });
+
+Deno.test("BufConn.writeAll: 8 MiB to a reader that starts late arrive whole; on a closed connection it rejects", async () => {
+  const { a, b, close } = await pair();
+  try {
+    const out = new BufConn(tcpByteConn(a));
+    const size = 8 * 1024 * 1024;
+    const data = new Uint8Array(size);
+    for (let i = 0; i < size; i++) data[i] = (i * 7) % 251;
+    // Far more than the socket buffers hold: the write has to wait for the reader.
+    const writing = out.writeAll(data);
+    await new Promise((r) => setTimeout(r, 100));
+    const got = new Uint8Array(size);
+    let n = 0;
+    while (n < size) {
+      const k = await b.read(got.subarray(n));
+      assert(k !== null && k > 0);
+      n += k;
+    }
+    await writing;
+    assert.equal(got.findIndex((v, i) => v !== (i * 7) % 251), -1);
+    out.close();
+    // Rejects (never throws where it is called), so `.catch` handlers see it.
+    let rejected = false;
+    await out.writeAll(data.subarray(0, 10)).catch(() => rejected = true);
+    assert.equal(rejected, true);
+  } finally {
+    close();
+  }
+});
