@@ -90,16 +90,10 @@ export function observe(o: Observer, x: ExchangeFacts): void {
   const source = o.reporter === "source";
   const flags = x.flags.length === 0 ? "-" : [...new Set(x.flags)].join(",");
   const durationMs = performance.now() - x.startMs;
-  if (o.telemetry !== undefined) {
-    // Spans and logs name the peer: the verified caller inbound, the identity required of the upstream outbound.
-    const peer = x.peerPrincipal ??
-      (source ? upstreamPrincipal(o.self, x.upstream) : x.conn.peer?.principal);
-    o.telemetry.onExchange(
-      peer === undefined || peer === x.peerPrincipal ? x : { ...x, peerPrincipal: peer },
-      flags,
-      durationMs,
-    );
-  }
+  // Outbound, the identity a meshed upstream had to present.
+  const upstreamId = source ? upstreamPrincipal(o.self, x.upstream) : undefined;
+  // Spans and logs name the peer: the verified caller inbound, the identity required of the upstream outbound.
+  o.telemetry?.onExchange(x, flags, durationMs, upstreamId);
   o.metrics.recordRequest({
     reporter: o.reporter,
     sourceWorkload: source ? o.self.workload : "unknown",
@@ -107,9 +101,7 @@ export function observe(o: Observer, x: ExchangeFacts): void {
     sourcePrincipal: principalLabel(source ? o.self.principal?.() : x.conn.peer?.principal),
     destinationWorkload: source ? x.endpoint?.workload ?? "unknown" : o.self.workload,
     destinationNamespace: source ? x.endpoint?.namespace ?? "unknown" : o.self.namespace,
-    destinationPrincipal: principalLabel(
-      source ? upstreamPrincipal(o.self, x.upstream) : o.self.principal?.(),
-    ),
+    destinationPrincipal: principalLabel(source ? upstreamId : o.self.principal?.()),
     destinationService: x.labels.service,
     destinationServiceName: x.labels.serviceName,
     destinationServiceNamespace: x.labels.serviceNamespace,

@@ -310,12 +310,17 @@ export class TelemetryHook {
     return this.#t.random() * 100 < percent;
   }
 
-  /** Reports a finished exchange: its span when sampled, its access log line when on. */
-  onExchange(x: ExchangeFacts, flags: string, durationMs: number): void {
+  /**
+   * Reports a finished exchange: its span when sampled, its access log line
+   * when on. `peer` names the peer's identity when the facts do not (the
+   * identity required of a meshed upstream, outbound).
+   */
+  onExchange(x: ExchangeFacts, flags: string, durationMs: number, peer?: string): void {
     const eff = this.#effective();
     const t = x.trace;
     const sampledSpan = t !== undefined && t.sampled && eff.report;
     if (!sampledSpan && eff.accessLog === undefined) return;
+    if (peer !== undefined && x.peerPrincipal === undefined) x = { ...x, peerPrincipal: peer };
     const startEpochMs = performance.timeOrigin + x.startMs;
     if (sampledSpan) {
       const span = this.#span(x, t, flags, startEpochMs, durationMs);

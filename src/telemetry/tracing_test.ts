@@ -125,6 +125,19 @@ Deno.test("onRequest: a new trace, sampled by the random percentage, traceparent
   await m.t.close();
 });
 
+Deno.test("onExchange: an outbound span names the identity required of the upstream; the facts' own peer wins", async () => {
+  const m = make({ pct: 100, random: 0 });
+  const hook = m.t.hook("source");
+  const id = "spiffe://cluster.local/ns/default/sa/b";
+  m.capture(() => hook.onExchange(facts({ trace: hook.onRequest([]) }), "-", 1, id));
+  m.capture(() => hook.onExchange(facts({ trace: hook.onRequest([]) }), "-", 1));
+  m.capture(() =>
+    hook.onExchange(facts({ trace: hook.onRequest([]), peerPrincipal: "spiffe://x/y" }), "-", 1, id)
+  );
+  assert.deepEqual(m.pushed.map((sp) => sp.peerPrincipal), [id, "", "spiffe://x/y"]);
+  await m.t.close();
+});
+
 Deno.test("onRequest: a new trace that is not sampled still tells the next hop", async () => {
   const m = make({ pct: 1, random: 0.5 });
   const hook = m.t.hook("source");
