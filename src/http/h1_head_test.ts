@@ -128,3 +128,42 @@ Deno.test("latin1 round trip keeps every byte", () => {
   const bytes = new Uint8Array(256).map((_, i) => i);
   assert.deepEqual(encodeLatin1(decodeLatin1(bytes, 0, 256)), bytes);
 });
+
+Deno.test("status lines: HTTP/1.0 or 1.1, three digits, then nothing or a space and a reason; anything else is a 502", () => {
+  const head = (line: string) => new TextEncoder().encode(`${line}\r\ncontent-length: 0\r\n\r\n`);
+  const good: Array<[string, number, number, string]> = [
+    ["HTTP/1.1 200 OK", 1, 200, "OK"],
+    ["HTTP/1.0 404 Not Found", 0, 404, "Not Found"],
+    ["HTTP/1.1 204", 1, 204, ""],
+    ["HTTP/1.1 200 ", 1, 200, ""],
+    ["HTTP/1.1 599 odd: reason, with  spaces", 1, 599, "odd: reason, with  spaces"],
+    ["HTTP/1.1 100 Continue", 1, 100, "Continue"],
+  ];
+  for (const [line, minor, status, reason] of good) {
+    const b = head(line);
+    const h = parseResponseHead(b, 0, b.length, "GET");
+    assert.deepEqual([h.minor, h.status, h.reason], [minor, status, reason], line);
+  }
+  const bad = [
+    "HTTP/1.2 200 OK",
+    "HTTP/2 200 OK",
+    "HTTP/1.1 20 OK",
+    "HTTP/1.1 2000 OK",
+    "HTTP/1.1  200 OK",
+    "http/1.1 200 OK",
+    "HTTP/1.1 200OK",
+    "HTTP/1.1 2x0 OK",
+    "HTTP/1.1 200 O\rK",
+    "HTTP/1.1",
+    "",
+    "SSH-2.0-OpenSSH_9.2",
+  ];
+  for (const line of bad) {
+    const b = head(line);
+    assert.throws(
+      () => parseResponseHead(b, 0, b.length, "GET"),
+      (e: unknown) => e instanceof HttpParseError && e.status === 502,
+      JSON.stringify(line),
+    );
+  }
+});
