@@ -350,19 +350,33 @@ export function getHeader(headers: HeaderList, name: string): string | undefined
   return undefined;
 }
 
-// RFC 9110 7.6.1: connection-specific fields a proxy must not forward, plus the
-// proxy-only fields of RFC 9112 and the obsolete Proxy-Connection.
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-]);
+/**
+ * Whether a (lower-case) field name is hop-by-hop: the connection-specific
+ * fields a proxy must not forward (RFC 9110 7.6.1), the proxy-only fields of
+ * RFC 9112 and the obsolete Proxy-Connection. Matched by length and then by
+ * comparison: the names parsed from a head are new strings, which a Set
+ * lookup would first have to hash.
+ */
+function isHopByHop(n: string): boolean {
+  switch (n.length) {
+    case 2:
+      return n === "te";
+    case 7:
+      return n === "trailer" || n === "upgrade";
+    case 10:
+      return n === "connection" || n === "keep-alive";
+    case 16:
+      return n === "proxy-connection";
+    case 17:
+      return n === "transfer-encoding";
+    case 18:
+      return n === "proxy-authenticate";
+    case 19:
+      return n === "proxy-authorization";
+    default:
+      return false;
+  }
+}
 
 /**
  * Copies headers without hop-by-hop fields and without those the Connection
@@ -374,14 +388,15 @@ export function endToEndHeaders(headers: HeaderList, keep?: string): HeaderList 
     if (n === "connection") {
       for (const t of v.toLowerCase().split(",")) {
         const token = t.trim();
-        if (token !== "" && token !== keep) (named ??= new Set()).add(token);
+        // Hop-by-hop names go anyway ("keep-alive", the usual one, needs no set).
+        if (token !== "" && token !== keep && !isHopByHop(token)) (named ??= new Set()).add(token);
       }
     }
   }
   const out: HeaderList = [];
   for (const h of headers) {
     const n = h[0];
-    if ((HOP_BY_HOP.has(n) && n !== keep) || named?.has(n)) continue;
+    if ((isHopByHop(n) && n !== keep) || named?.has(n)) continue;
     out.push(h);
   }
   return out;

@@ -122,6 +122,21 @@ Deno.test("hop-by-hop headers and those named by Connection are dropped", () => 
     endToEndHeaders([["upgrade", "websocket"], ["connection", "upgrade"]], "upgrade"),
     [["upgrade", "websocket"]],
   );
+  // Every hop-by-hop name goes; names of the same lengths stay.
+  const hop = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+  ];
+  const kept = ["tk", "referer", "user-agent", "x-forwarded-host", "if-modified-since"];
+  const all = [...hop, ...kept].map((n): [string, string] => [n, "v"]);
+  assert.deepEqual(endToEndHeaders(all).map(([n]) => n), kept);
 });
 
 Deno.test("latin1 round trip keeps every byte", () => {
