@@ -160,6 +160,13 @@ function bucketOf(buckets: readonly number[], v: number): number {
   return i;
 }
 
+/** Sets k[i] to v; whether it was v already. */
+function put(k: string[], i: number, v: string): boolean {
+  if (k[i] === v) return true;
+  k[i] = v;
+  return false;
+}
+
 /** A prom-client metric object over the aggregated series (formatted by the registry). */
 class SeriesMetric {
   constructor(
@@ -208,12 +215,12 @@ function histogramValues(
 }
 
 /** The metric registry of one remora process. */
-/** The parts of a request series key (see `recordRequest`). */
-const keyParts: string[] = new Array<string>(14).fill("");
-
 export class Metrics {
   readonly registry = new client.Registry();
   readonly #series = new Map<string, Series>();
+  /** The label values of the last request recorded, and its series. */
+  readonly #last: string[] = new Array<string>(14).fill("");
+  #lastSeries: Series | undefined;
   readonly #tcp: {
     opened: client.Counter<string>;
     closed: client.Counter<string>;
@@ -360,23 +367,31 @@ export class Metrics {
 
   recordRequest(r: RequestRecord): void {
     const code = String(r.responseCode);
-    // One flat string from a reused array: chained "+" made a rope of ~30
-    // pieces per request that the map lookup then flattened again.
-    const k = keyParts;
-    k[0] = r.reporter;
-    k[1] = r.sourceWorkload;
-    k[2] = r.sourceNamespace;
-    k[3] = r.sourcePrincipal;
-    k[4] = r.destinationWorkload;
-    k[5] = r.destinationNamespace;
-    k[6] = r.destinationPrincipal;
-    k[7] = r.destinationService;
-    k[8] = r.destinationCluster;
-    k[9] = r.requestProtocol;
-    k[10] = code;
-    k[11] = r.grpcResponseStatus;
-    k[12] = r.responseFlags;
-    k[13] = r.connectionSecurityPolicy;
+    // The series is found by its 14 label values. Most requests repeat the
+    // last one's, mostly the very same strings: compared one by one, they
+    // find its series without building and hashing a key string.
+    const k = this.#last;
+    let same = this.#lastSeries !== undefined;
+    same = put(k, 0, r.reporter) && same;
+    same = put(k, 1, r.sourceWorkload) && same;
+    same = put(k, 2, r.sourceNamespace) && same;
+    same = put(k, 3, r.sourcePrincipal) && same;
+    same = put(k, 4, r.destinationWorkload) && same;
+    same = put(k, 5, r.destinationNamespace) && same;
+    same = put(k, 6, r.destinationPrincipal) && same;
+    same = put(k, 7, r.destinationService) && same;
+    same = put(k, 8, r.destinationCluster) && same;
+    same = put(k, 9, r.requestProtocol) && same;
+    same = put(k, 10, code) && same;
+    same = put(k, 11, r.grpcResponseStatus) && same;
+    same = put(k, 12, r.responseFlags) && same;
+    same = put(k, 13, r.connectionSecurityPolicy) && same;
+    if (same) {
+      this.#count(this.#lastSeries!, r);
+      return;
+    }
+    // Else one flat string from the values (chained "+" made a rope that the
+    // map lookup then flattened again).
     const key = k.join("\0");
     let s = this.#series.get(key);
     if (s === undefined) {
@@ -413,6 +428,11 @@ export class Metrics {
       };
       this.#series.set(key, s);
     }
+    this.#lastSeries = s;
+    this.#count(s, r);
+  }
+
+  #count(s: Series, r: RequestRecord): void {
     s.count++;
     s.duration[bucketOf(DURATION_BUCKETS, r.durationMs)]!++;
     s.durationSum += r.durationMs;
