@@ -95,3 +95,40 @@ Deno.test("rewrite replaces a matched prefix or the whole path, keeping the quer
   assert.equal(rewritePath(route({ ...base, prefix: "/v1" }), "/v1/items?x=1"), "/v2/items?x=1");
   assert.equal(rewritePath(route(base), "/v1/items?x=1"), "/v2?x=1");
 });
+
+Deno.test("the same host, another port, another host and a new config are each looked up again", () => {
+  const one = config(MESH);
+  const two = config(MESH.replace("db.example.internal", "db2.example.internal"));
+  let cfg = one;
+  const r = new OutboundRouter({ getConfig: () => cfg, ownPorts: new Set() });
+  const service = (host: string, port: number) => {
+    const d = r.route(req(host, port));
+    return d.kind === "forward" ? d.labels.service : d.kind;
+  };
+  // A host string equal to the last one but made anew is the same host.
+  const made = ["db", "example", "internal"].join(".");
+  assert.deepEqual(
+    [
+      service("db.example.internal", 8080),
+      service(made, 8080),
+      // A service address matches at the service's ports only.
+      service("240.0.0.10", 8080),
+      service("240.0.0.10", 9999),
+      service("other.example", 8080),
+      service("db.example.internal", 8080),
+    ],
+    [
+      "db.example.internal",
+      "db.example.internal",
+      "db.example.internal",
+      "PassthroughCluster",
+      "PassthroughCluster",
+      "db.example.internal",
+    ],
+  );
+  cfg = two;
+  assert.equal(service("db.example.internal", 8080), "PassthroughCluster");
+  assert.equal(service("db2.example.internal", 8080), "db2.example.internal");
+  cfg = one;
+  assert.equal(service("db.example.internal", 8080), "db.example.internal");
+});

@@ -78,6 +78,28 @@ export function findVirtualHost(
   host: string,
   port: number,
 ): VirtualHost | undefined {
+  // Most requests name the host the one before did: its answer is kept (a
+  // config is never changed, only replaced), which saves building and
+  // hashing a "host:port" key per request.
+  const m = lastFind;
+  if (m.cfg === cfg && m.port === port && m.host === host) return m.vhost;
+  const vhost = lookupVirtualHost(cfg, host, port);
+  lastFind = { cfg, host, port, vhost };
+  return vhost;
+}
+
+let lastFind: {
+  cfg: RuntimeConfig | undefined;
+  host: string;
+  port: number;
+  vhost: VirtualHost | undefined;
+} = { cfg: undefined, host: "", port: 0, vhost: undefined };
+
+function lookupVirtualHost(
+  cfg: RuntimeConfig,
+  host: string,
+  port: number,
+): VirtualHost | undefined {
   const key = host + ":" + port;
   const byName = cfg.hosts.get(key) ?? cfg.hosts.get(host);
   if (byName !== undefined) return byName;
