@@ -29,13 +29,29 @@ export interface PoolOptions {
   identity: MeshIdentity | undefined;
 }
 
-/** Pooled connections are only shared between upstreams with the same address and identity. */
+/**
+ * Pooled connections are only shared between upstreams with the same
+ * address and identity. The last key is kept: requests mostly go where the
+ * one before went, and the same key string is hashed only once.
+ */
 function poolKey(up: Upstream): string {
   const m = up.meshed;
-  return m === undefined
-    ? `${up.host}:${up.port}`
-    : `${up.host}:${up.port}|${m.namespace}/${m.serviceAccount ?? "*"}`;
+  const ns = m?.namespace;
+  const sa = m === undefined ? undefined : m.serviceAccount ?? "*";
+  const k = lastKey;
+  if (k.host === up.host && k.port === up.port && k.ns === ns && k.sa === sa) return k.key;
+  const key = m === undefined ? `${up.host}:${up.port}` : `${up.host}:${up.port}|${ns}/${sa}`;
+  lastKey = { host: up.host, port: up.port, ns, sa, key };
+  return key;
 }
+
+let lastKey: {
+  host: string;
+  port: number;
+  ns: string | undefined;
+  sa: string | undefined;
+  key: string;
+} = { host: "", port: -1, ns: undefined, sa: undefined, key: "" };
 
 export class ConnPool {
   readonly #idle = new Map<string, BufConn[]>();
