@@ -182,3 +182,20 @@ Deno.test("status lines: HTTP/1.0 or 1.1, three digits, then nothing or a space 
     );
   }
 });
+
+Deno.test("header names come out lower-case whatever their case, common and uncommon ones", () => {
+  const h = req(
+    "GET / HTTP/1.1\r\nHOST: a\r\nCoNtEnT-TyPe: t\r\nX-Forwarded-For: 1.2.3.4\r\nHosT1: b\r\n" +
+      "X-Custom-Thing: c\r\nuser-agent: u\r\nTE: trailers\r\nContent-Lengtx: 1\r\n\r\n",
+  );
+  assert.deepEqual(h.headers.map(([n]) => n), [
+    "host",
+    "content-type",
+    "x-forwarded-for",
+    "host1",
+    "x-custom-thing",
+    "user-agent",
+    "te",
+    "content-lengtx",
+  ]);
+});
