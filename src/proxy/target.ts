@@ -45,13 +45,24 @@ export function meshedPeer(
   return undefined;
 }
 
-/** An upstream for endpoint `e` of `cluster`, with its mesh identity when it has one. */
+/**
+ * An upstream for endpoint `e` of `cluster`, with its mesh identity when it
+ * has one. Made once per endpoint and cluster (a config is replaced, never
+ * changed), so that what is kept per upstream identity (the identity label,
+ * the pool key) is found again instead of made anew for every request.
+ */
 export function upstreamOf(cluster: Cluster, e: Endpoint): Upstream {
+  const known = upstreams.get(e);
+  if (known !== undefined && known.cluster === cluster) return known.up;
   const meshed = meshedPeer(cluster, e);
-  return meshed === undefined
+  const up: Upstream = meshed === undefined
     ? { host: e.address, port: e.port, endpoint: e }
     : { host: e.address, port: e.port, endpoint: e, meshed };
+  upstreams.set(e, { cluster, up });
+  return up;
 }
+
+const upstreams = new WeakMap<Endpoint, { cluster: Cluster; up: Upstream }>();
 
 /** Destination labels for metrics and logs, all from bounded sets. */
 export interface DestinationLabels {
