@@ -9,7 +9,7 @@ import type { Endpoint } from "../config/runtime.ts";
 import type { Metrics, Reporter } from "../telemetry/metrics.ts";
 import type { RequestTrace, TelemetryHook } from "../telemetry/tracing.ts";
 import type { ConnInfo } from "./http1.ts";
-import type { DestinationLabels, Upstream } from "./target.ts";
+import { type DestinationLabels, expectedPeerId, type Upstream } from "./target.ts";
 
 /** The workload remora runs beside, for metrics labels. */
 export interface SelfInfo {
@@ -45,8 +45,8 @@ function upstreamPrincipal(self: SelfInfo, up: Upstream | undefined): string | u
   if (m?.serviceAccount === undefined || mine === undefined) return undefined;
   const known = expectedOf.get(m);
   if (known !== undefined && known.mine === mine) return known.id;
-  const td = mine.slice(9, mine.indexOf("/", 9));
-  const id = `spiffe://${td}/ns/${m.namespace}/sa/${m.serviceAccount}`;
+  // The trust domain of this workload's own ID (spiffe://<td>/...).
+  const id = expectedPeerId(mine.slice(9, mine.indexOf("/", 9)), m)!;
   expectedOf.set(m, { mine, id });
   return id;
 }

@@ -12,7 +12,7 @@ import { log } from "../log.ts";
 import { BufConn } from "../net/buf_conn.ts";
 import { tcpByteConn } from "../net/byte_conn.ts";
 import { type MeshIdentity, originate } from "../tls/mtls.ts";
-import type { Upstream } from "./target.ts";
+import { expectedPeerId, type Upstream } from "./target.ts";
 
 /** Connecting to an upstream failed (refused, unreachable, timed out). */
 export class ConnectError extends Error {
@@ -88,10 +88,7 @@ export class ConnPool {
         ),
       );
     }
-    const m = identity.material;
-    const expectedId = up.meshed.serviceAccount === undefined
-      ? undefined
-      : `spiffe://${m.trustDomain}/ns/${up.meshed.namespace}/sa/${up.meshed.serviceAccount}`;
+    const expectedId = expectedPeerId(identity.material.trustDomain, up.meshed);
     return originate(up.host, up.port, identity, { expectedId, alpn }, this.#opts.connectTimeoutMs)
       .catch(
         (e) => {

@@ -26,6 +26,13 @@ export interface MeshedPeer {
   namespace: string;
 }
 
+/** The SPIFFE ID a meshed upstream must present; undefined when any ID of the trust domain will do. */
+export function expectedPeerId(trustDomain: string, m: MeshedPeer): string | undefined {
+  return m.serviceAccount === undefined
+    ? undefined
+    : `spiffe://${trustDomain}/ns/${m.namespace}/sa/${m.serviceAccount}`;
+}
+
 /**
  * Whether an endpoint of a cluster is reached with mTLS (Istio's auto mTLS):
  * DestinationRule tls.mode DISABLE never, ISTIO_MUTUAL always, otherwise when
