@@ -11,7 +11,8 @@
 # Method per system (same as /work/shared/bench/pair-peers.sh): req/s from
 # `wrk -t1 -c32 -d${DUR}s`; p50/p90/p99 from `hey -z ${DUR}s -c 10 -q 100`
 # (a fixed ~1000 req/s); ratios against the nginx single hop. "RSS MB" is the
-# largest RSS of the proxy's (worker) process, sampled every 0.5 s during wrk.
+# peak RSS of the proxy's (worker) process during wrk (the kernel's high-water
+# mark; sampled with ps every 0.5 s where it cannot be reset).
 # Env: WORK (dir for configs, pid files, logs, raw outputs; default /tmp/remora-bench)
 #      DUR  (seconds per load run, default 5)
 # Everything started here is stopped on exit, on failure and on Ctrl-C.
@@ -162,16 +163,23 @@ bench() {
   # Every system gets the same 2 s warm-up first: remora's JIT compiles its hot
   # path in its first seconds, and a sidecar is measured as it runs, warm.
   timeout -k 2 20 wrk -t1 -c32 -d2s "${hc[@]+"${hc[@]}"}" "$url" >/dev/null 2>&1 || true
+  # Peak RSS during the load: the kernel's high-water mark (VmHWM), reset just
+  # before (clear_refs 5), so nothing forks during the measurement. Where the
+  # reset is not allowed, ps samples every 0.5 s instead.
+  local hwm=0
+  [ -n "$rpid" ] && echo 5 >"/proc/$rpid/clear_refs" 2>/dev/null && hwm=1
   timeout -k 2 $((DUR + 20)) wrk -t1 -c32 -d"${DUR}s" "${hc[@]+"${hc[@]}"}" "$url" >"$W/wrk.$name.txt" 2>&1 &
   wpid=$!
-  while kill -0 "$wpid" 2>/dev/null; do
-    if [ -n "$rpid" ]; then
-      v=$(ps -o rss= -p "$rpid" 2>/dev/null | tr -dc '0-9' || true)
-      [ -n "$v" ] && [ "$v" -gt "$max" ] && max=$v
-    fi
+  while [ "$hwm" = 0 ] && [ -n "$rpid" ] && kill -0 "$wpid" 2>/dev/null; do
+    v=$(ps -o rss= -p "$rpid" 2>/dev/null | tr -dc '0-9' || true)
+    [ -n "$v" ] && [ "$v" -gt "$max" ] && max=$v
     sleep 0.5
   done
   wait "$wpid" || echo "$name: wrk exited with status $? (see $W/wrk.$name.txt)" >>"$NOTES"
+  if [ "$hwm" = 1 ]; then
+    max=$(awk '/^VmHWM:/ { print $2 }' "/proc/$rpid/status" 2>/dev/null || true)
+    max=${max:-0}
+  fi
   [ -n "$rpid" ] && [ "$max" -gt 0 ] && rss=$(awk -v k="$max" 'BEGIN { printf "%.1f", k / 1024 }')
   r=$(awk '/Requests\/sec/ { printf "%d", $2 }' "$W/wrk.$name.txt")
   awk -v n="$name" '/Non-2xx/ || /Socket errors/ { sub(/^ +/, ""); print n ": wrk: " $0 }' "$W/wrk.$name.txt" >>"$NOTES"
@@ -210,7 +218,7 @@ awk '
 echo
 if [ -s "$NOTES" ]; then sed 's/^/note: /' "$NOTES"; fi
 if [ "$REMORA_UP" != 1 ] || grep -q '^remora-.* unreachable' "$RESULTS"; then echo "remora stderr/stdout log: $REMORA_LOG"; fi
-echo "RSS MB: max RSS of the proxy process (nginx: its worker) sampled every 0.5 s during wrk; raw outputs in $W"
+echo "RSS MB: peak RSS of the proxy process (nginx: its worker) during wrk (VmHWM); raw outputs in $W"
 echo "reproduce: deno task bench   (env DUR=$DUR seconds per run, WORK=$W)"
 
 # Tracing cost (off vs 1% vs 100% sampling, same run): bench/tracing.sh. TRACING_BENCH=0 skips it.
