@@ -9,7 +9,7 @@
 import { log } from "../log.ts";
 import { BufConn } from "../net/buf_conn.ts";
 import { tcpByteConn } from "../net/byte_conn.ts";
-import { originalDst } from "../net/ffi.ts";
+import { originalDst, releaseConn } from "../net/ffi.ts";
 import type { ConnInfo } from "../proxy/http1.ts";
 
 export type ConnHandler = (c: BufConn, info: ConnInfo) => Promise<void>;
@@ -68,6 +68,7 @@ export class Listener {
       )
         .finally(() => {
           c.close();
+          releaseConn(conn);
           this.#open.delete(c);
           onCount?.(this.#open.size);
         });
