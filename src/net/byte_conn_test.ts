@@ -2,41 +2,35 @@ import assert from "node:assert/strict";
 import { BufConn } from "./buf_conn.ts";
 import { tcpByteConn } from "./byte_conn.ts";
 
-async function pair(): Promise<{ a: Deno.TcpConn; b: Deno.TcpConn; close: () => void }> {
+/** Runs `fn` with both ends of a fresh loopback connection, closed afterwards. */
+async function withPair(fn: (a: Deno.TcpConn, b: Deno.TcpConn) => Promise<void> | void) {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const [a, b] = await Promise.all([
     Deno.connect({ hostname: "127.0.0.1", port: l.addr.port }),
     l.accept(),
   ]);
   l.close();
-  return {
-    a,
-    b,
-    close: () => {
-      for (const c of [a, b]) {
-        try {
-          c.close();
-        } catch {
-          // Closed by the test.
-        }
+  try {
+    await fn(a, b);
+  } finally {
+    for (const c of [a, b]) {
+      try {
+        c.close();
+      } catch {
+        // Closed by the test.
       }
-    },
-  };
+    }
+  }
 }
 
-Deno.test("tcpByteConn uses the runtime's read and write calls on this Deno", async () => {
-  const { a, close } = await pair();
-  try {
+Deno.test("tcpByteConn uses the runtime's read and write calls on this Deno", () =>
+  withPair((a) => {
     // If a Deno upgrade hides them, the adapter falls back to the connection itself.
     assert.notStrictEqual(tcpByteConn(a) as unknown, a);
-  } finally {
-    close();
-  }
-});
+  }));
 
-Deno.test("tcpByteConn reads and writes bytes, reports end of stream, half-closes", async () => {
-  const { a, b, close } = await pair();
-  try {
+Deno.test("tcpByteConn reads and writes bytes, reports end of stream, half-closes", () =>
+  withPair(async (a, b) => {
     const ca = tcpByteConn(a);
     const cb = tcpByteConn(b);
     const msg = new TextEncoder().encode("hello over tcp");
@@ -57,27 +51,19 @@ Deno.test("tcpByteConn reads and writes bytes, reports end of stream, half-close
     await cb.write(new TextEncoder().encode("back"));
     const n = await ca.read(buf);
     assert.equal(new TextDecoder().decode(buf.subarray(0, n ?? 0)), "back");
-  } finally {
-    close();
-  }
-});
+  }));
 
-Deno.test("tcpByteConn: a pending read fails or ends when the connection is closed", async () => {
-  const { a, close } = await pair();
-  try {
+Deno.test("tcpByteConn: a pending read fails or ends when the connection is closed", () =>
+  withPair(async (a) => {
     const ca = tcpByteConn(a);
     const pending = ca.read(new Uint8Array(16)).then((n) => n, () => "error");
     ca.close();
     const r = await pending;
     assert(r === null || r === "error", `pending read gave ${r}`);
-  } finally {
-    close();
-  }
-});
+  }));
 
-Deno.test("closeWrite on a connection that is already closed does nothing (no unhandled rejection)", async () => {
-  const { a, b, close } = await pair();
-  try {
+Deno.test("closeWrite on a connection that is already closed does nothing (no unhandled rejection)", () =>
+  withPair(async (a, b) => {
     const ca = tcpByteConn(a);
     ca.close();
     ca.closeWrite();
@@ -86,14 +72,10 @@ Deno.test("closeWrite on a connection that is already closed does nothing (no un
     cb.closeWrite();
     // Let a rejected shutdown surface, if one were left unhandled.
     await new Promise((r) => setTimeout(r, 20));
-  } finally {
-    close();
-  }
-});
+  }));
 
-Deno.test("BufConn.writeAll: 8 MiB to a reader that starts late arrive whole; on a closed connection it rejects", async () => {
-  const { a, b, close } = await pair();
-  try {
+Deno.test("BufConn.writeAll: 8 MiB to a reader that starts late arrive whole; on a closed connection it rejects", () =>
+  withPair(async (a, b) => {
     const out = new BufConn(tcpByteConn(a));
     const size = 8 * 1024 * 1024;
     const data = new Uint8Array(size);
@@ -115,7 +97,4 @@ Deno.test("BufConn.writeAll: 8 MiB to a reader that starts late arrive whole; on
     let rejected = false;
     await out.writeAll(data.subarray(0, 10)).catch(() => rejected = true);
     assert.equal(rejected, true);
-  } finally {
-    close();
-  }
-});
+  }));
