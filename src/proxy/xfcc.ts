@@ -20,9 +20,20 @@ export function setClientCertHeader(
 ): void {
   for (let i = headers.length - 1; i >= 0; i--) if (headers[i]![0] === XFCC) headers.splice(i, 1);
   if (!inbound || peer?.principal === undefined) return;
+  headers.push([XFCC, clientCertValue(peer, self)]);
+}
+
+/** The value for each mTLS connection's peer, made once: every request on it carries the same. */
+const values = new WeakMap<PeerInfo, { self: string | undefined; value: string }>();
+
+function clientCertValue(peer: PeerInfo, self: string | undefined): string {
+  const known = values.get(peer);
+  if (known !== undefined && known.self === self) return known.value;
   const parts: string[] = [];
   if (self !== undefined) parts.push(`By=${self}`);
   if (peer.certHash !== undefined) parts.push(`Hash=${peer.certHash}`);
   parts.push(`Subject=""`, `URI=${peer.principal}`);
-  headers.push([XFCC, parts.join(";")]);
+  const value = parts.join(";");
+  values.set(peer, { self, value });
+  return value;
 }
