@@ -165,6 +165,15 @@ const USAGE = "remora run [flags]";
 const SUMMARY =
   "Runs the sidecar: outbound and inbound listeners, admin, stats and health servers.";
 
+/** Errors that mean a peer went away: one connection's end, whatever code saw it. */
+const PEER_GONE = [
+  Deno.errors.BrokenPipe,
+  Deno.errors.ConnectionReset,
+  Deno.errors.ConnectionAborted,
+  Deno.errors.NotConnected,
+  Deno.errors.UnexpectedEof,
+];
+
 export async function runCommand(args: string[]): Promise<number> {
   const { flags, positionals, help } = parseFlags(args, RUN_FLAGS);
   if (help) {
@@ -431,6 +440,12 @@ export async function runCommand(args: string[]): Promise<number> {
     const stack = what instanceof Error ? what.stack ?? "" : "";
     if (/ext:deno_node\/(_tls_wrap|_tls_common|internal\/http2|_http2|http2)/.test(stack)) {
       log.warn("a connection failed inside node:tls or node:http2", { error: String(what) });
+      return;
+    }
+    // A peer's reset or broken pipe that escaped its connection's handlers is
+    // still that connection's failure, never the proxy's.
+    if (PEER_GONE.some((E) => what instanceof E)) {
+      log.warn("a connection failed (peer gone), outside its handlers", { error: String(what) });
       return;
     }
     console.error(`remora: fatal: ${what instanceof Error ? what.stack : String(what)}`);

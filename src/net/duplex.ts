@@ -63,6 +63,11 @@ export function duplexOf(
     },
   });
   ready.then((c) => conn = c, (e) => d.destroy(e as Error));
+  // A failed write or read (the peer reset the connection) destroys the
+  // duplex with that error. Its owner sees the close; node:http2's sessions
+  // in Deno listen for no 'error' on their socket, and an unheard one would
+  // be thrown and stop the process.
+  d.on("error", () => {});
   return Object.assign(d, {
     detach(): void {
       detached = true;

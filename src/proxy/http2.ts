@@ -98,6 +98,10 @@ export class Http2Engine {
     this.#opts = opts;
     this.#server = http2.createServer({ maxSessionMemory: 64 });
     this.#server.on("stream", (stream, headers) => {
+      // A client that goes away mid-stream (reset, broken pipe) errors its
+      // streams: the stream closes and #handle sees that. Unheard, the error
+      // would be thrown and stop the process.
+      stream.on("error", () => {});
       const socket = stream.session?.socket as { [CONN_INFO]?: ConnInfo } | undefined;
       const info = socket?.[CONN_INFO] ?? UNKNOWN_CONN;
       // With @grpc/grpc-js in the program, npm's @types/node types this stream as Http2Stream.

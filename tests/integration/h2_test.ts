@@ -360,3 +360,29 @@ Deno.test("h2c: remora survives clients that send 300 requests on one connection
     assert.equal(after.status, 200, `remora died:\n${r.stderr()}`);
   });
 });
+
+Deno.test("h2 clients that vanish with streams in flight break only their own connections", async () => {
+  await withSetup({}, async (r) => {
+    for (const port of [r.inbound, r.inbound]) {
+      // Killed mid-run: 4 connections, 50 streams each, cut without GOAWAY.
+      await exec("timeout", [
+        "-s",
+        "KILL",
+        "1",
+        "h2load",
+        "-n",
+        "1000000",
+        "-c",
+        "4",
+        "-m",
+        "50",
+        `http://127.0.0.1:${port}/delay/5`,
+      ], { timeoutMs: 10_000 });
+    }
+    const res = await curl([...H2, `http://127.0.0.1:${r.inbound}/after`]);
+    assert.equal(res.status, 200, res.body);
+    assert.doesNotMatch(r.stderr(), /fatal/);
+    // Still the same process, still serving.
+    assert.equal((await exec("kill", ["-0", String(r.pid)])).code, 0);
+  });
+});
