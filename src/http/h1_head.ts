@@ -389,7 +389,15 @@ export function endToEndHeaders(headers: HeaderList, keep?: string): HeaderList 
       for (const t of v.toLowerCase().split(",")) {
         const token = t.trim();
         // Hop-by-hop names go anyway ("keep-alive", the usual one, needs no set).
-        if (token !== "" && token !== keep && !isHopByHop(token)) (named ??= new Set()).add(token);
+        // Content-Length and Host are never dropped, whatever Connection says:
+        // the body is forwarded by its length, and a recipient that lost the
+        // length would read the body as the next request (smuggling).
+        if (
+          token !== "" && token !== keep && !isHopByHop(token) && token !== "content-length" &&
+          token !== "host"
+        ) {
+          (named ??= new Set()).add(token);
+        }
       }
     }
   }

@@ -106,6 +106,16 @@ Deno.test("response head: bodiless statuses and methods, close-delimited bodies"
   assert.throws(() => parse("HTTP/9 200 OK\r\n\r\n"), HttpParseError);
 });
 
+Deno.test("Connection cannot drop Content-Length or Host (the body would become a second request)", () => {
+  const out = endToEndHeaders([
+    ["host", "app"],
+    ["content-length", "53"],
+    ["connection", "close, Content-Length, host, x-gone"],
+    ["x-gone", "1"],
+  ]);
+  assert.deepEqual(out, [["host", "app"], ["content-length", "53"]]);
+});
+
 Deno.test("hop-by-hop headers and those named by Connection are dropped", () => {
   const out = endToEndHeaders([
     ["connection", "keep-alive, x-secret"],

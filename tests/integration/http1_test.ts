@@ -86,6 +86,36 @@ Deno.test("explicit proxy passes a request through with x-request-id, x-forwarde
   });
 });
 
+Deno.test("Connection naming Content-Length cannot smuggle the body as a second request", async () => {
+  const u = await startUpstream("u1");
+  let r: Remora | undefined;
+  try {
+    r = await startRemora(["--app-port", String(u.port)]);
+    const hidden = "GET /admin/secret HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (const port of [r.outbound, r.inbound]) {
+      const before = u.requests;
+      const target = port === r.outbound ? `http://127.0.0.1:${u.port}/public` : "/public";
+      const res = await rawRequest(
+        port,
+        `POST ${target} HTTP/1.1\r\nHost: 127.0.0.1:${u.port}\r\n` +
+          `Content-Length: ${hidden.length}\r\nConnection: close, content-length\r\n\r\n` +
+          hidden,
+      );
+      assert.equal(res.status, 200, res.text);
+      const echo = JSON.parse(res.text) as Echo;
+      assert.equal(echo.url, "/public");
+      assert.equal(echo.headers["content-length"], String(hidden.length));
+      assert.equal(echo.bodyBytes, hidden.length);
+      // Give a smuggled request time to arrive: none may.
+      await new Promise((done) => setTimeout(done, 200));
+      assert.equal(u.requests - before, 1, `port ${port}: the app saw a second request`);
+    }
+  } finally {
+    await r?.stop();
+    await u.close();
+  }
+});
+
 Deno.test("hop-by-hop headers are not forwarded, end-to-end headers are", async () => {
   await withProxy(async (r, u) => {
     const res = await rawRequest(
