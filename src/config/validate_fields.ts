@@ -153,9 +153,14 @@ export function num(
   return v;
 }
 
+/** The longest a timer can wait (2^31-1 ms, about 24.8 days); longer ones would fire at once. */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
 /**
  * A protobuf Duration as Istio writes it: "10s", "1.5s", "250ms", "1m", "1h",
- * or a sum such as "1m30s". Must be at least 1ms, as Istio requires.
+ * or a sum such as "1m30s". Must be at least 1ms, as Istio requires. Longer
+ * than MAX_DURATION_MS counts as MAX_DURATION_MS: in effect no limit, where a
+ * timer given more would overflow and fire at once.
  */
 export function duration(ctx: Ctx, v: unknown, path: string): number | undefined {
   if (typeof v !== "string") {
@@ -171,7 +176,7 @@ export function duration(ctx: Ctx, v: unknown, path: string): number | undefined
     return ctx.err(path, `expected a duration such as 250ms, 10s or 1m, got "${v}"`);
   }
   if (ms < 1) return ctx.err(path, `duration must be at least 1ms, got "${v}"`);
-  return ms;
+  return Math.min(ms, MAX_DURATION_MS);
 }
 
 /** An enum value; matched case-insensitively, returned upper-case. */

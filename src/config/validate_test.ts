@@ -14,6 +14,7 @@ import {
   validateDocuments,
   type ValidationResult,
 } from "./validate.ts";
+import { MAX_DURATION_MS } from "./validate_fields.ts";
 import { parseYamlDocuments } from "./yaml.ts";
 
 function validate(...files: string[]): ValidationResult {
@@ -681,4 +682,20 @@ const FQDN: Array<[host: string, ns: string, want: string]> = [
 
 Deno.test("fqdn resolves short names in the namespace and keeps the rest", () => {
   for (const [host, ns, want] of FQDN) assert.equal(fqdn(host, ns), want, `${host} in ${ns}`);
+});
+
+Deno.test("durations longer than a timer can wait count as the longest, not as an instant timeout", () => {
+  const result = validate(
+    vs(`${ROUTE}\ntimeout: 600h\nretries: {attempts: 2, perTryTimeout: 99999999h}`),
+    DR_REVIEWS,
+  );
+  if (!result.ok) assert.fail(result.errors.map(formatConfigError).join("\n"));
+  const v = result.resources.find((r) => r.kind === "VirtualService") as VirtualService;
+  assert.equal(v.spec.http[0]!.timeoutMs, MAX_DURATION_MS);
+  assert.equal(v.spec.http[0]!.retries?.perTryTimeoutMs, MAX_DURATION_MS);
+  // Within the limit, a duration is kept as written.
+  const ok = validate(vs(`${ROUTE}\ntimeout: 596h`), DR_REVIEWS);
+  if (!ok.ok) assert.fail(ok.errors.map(formatConfigError).join("\n"));
+  const w = ok.resources.find((r) => r.kind === "VirtualService") as VirtualService;
+  assert.equal(w.spec.http[0]!.timeoutMs, 596 * 3_600_000);
 });
