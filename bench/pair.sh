@@ -13,7 +13,7 @@ PEERS=${PEERS:-$ROOT/../shared/bench/pair-peers.sh}
 [ -f "$PEERS" ] || { echo "pair-peers.sh not found at $PEERS (set PEERS)"; exit 1; }
 mkdir -p "$W"
 cd "$ROOT"
-REMORA=(deno run -A --v8-flags=--max-semi-space-size=4,--min-semi-space-size=4,--single-threaded-gc main.ts)
+REMORA=(deno run -A --v8-flags=--max-semi-space-size=4,--min-semi-space-size=4,--single-threaded-gc,--enable-experimental-regexp-engine main.ts)
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

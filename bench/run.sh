@@ -111,7 +111,7 @@ nginx -c "$W/nginx-hop.conf"
 haproxy -D -f "$W/haproxy-hop.cfg" -p "$W/haproxy.pid" 2>"$W/haproxy.err"
 
 # remora, from the repo root, as `deno task start` would run it.
-(cd "$ROOT" && exec deno run -A --v8-flags=--max-semi-space-size=4,--min-semi-space-size=4,--single-threaded-gc main.ts run --config bench/remora-bench.yaml \
+(cd "$ROOT" && exec deno run -A --v8-flags=--max-semi-space-size=4,--min-semi-space-size=4,--single-threaded-gc,--enable-experimental-regexp-engine main.ts run --config bench/remora-bench.yaml \
   --outbound-port $R_OUT --inbound-port $R_IN --inbound-address 127.0.0.1 --app-port $UP_PORT \
   --admin-port $R_ADMIN --stats-port $R_STATS --health-port $R_HEALTH --log-level warn) \
   >"$REMORA_LOG" 2>&1 </dev/null &

@@ -69,7 +69,7 @@ PIDS+=($!)
 # variant name, base port, extra flags
 start_remora() {
   local name=$1 base=$2; shift 2
-  (cd "$ROOT" && exec deno run -A --v8-flags=--max-semi-space-size=4,--min-semi-space-size=4,--single-threaded-gc main.ts run \
+  (cd "$ROOT" && exec deno run -A --v8-flags=--max-semi-space-size=4,--min-semi-space-size=4,--single-threaded-gc,--enable-experimental-regexp-engine main.ts run \
     --outbound-port $base --inbound-port $((base + 1)) --inbound-address 127.0.0.1 --app-port $UP \
     --admin-port $((base + 2)) --stats-port $((base + 3)) --health-port $((base + 4)) \
     --log-level warn "$@") >"$W/remora-$name.log" 2>&1 </dev/null &

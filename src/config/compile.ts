@@ -73,7 +73,8 @@ import type {
 } from "./runtime.ts";
 import { clusterPolicy, hedgePolicy } from "./compile_policy.ts";
 import { compileTelemetry } from "./compile_telemetry.ts";
-import { compileRegex, isIPv6 } from "./validate_fields.ts";
+import { compileRegex, isIPv6, LINEAR_REGEX } from "./validate_fields.ts";
+import { log } from "../log.ts";
 import { compileSecurity } from "../security/compile_security.ts";
 
 export interface CompileMeta {
@@ -543,8 +544,16 @@ export function compileMatcher(m: StringMatch, lower = false): Matcher {
   if ("prefix" in m) return { kind: "prefix", value: lower ? m.prefix.toLowerCase() : m.prefix };
   const re = compileRegex(m.regex);
   if (typeof re === "string") throw new Error(`Cannot compile regex "${m.regex}": ${re}`);
+  if (!LINEAR_REGEX && !warnedBacktracking) {
+    warnedBacktracking = true;
+    log.warn(
+      "regex matches run on the backtracking engine: a pathological pattern can stall the proxy; start with --v8-flags=--enable-experimental-regexp-engine (deno task start does)",
+    );
+  }
   return { kind: "regex", re, source: m.regex };
 }
+
+let warnedBacktracking = false;
 
 function _routeMatch(m: HTTPMatchRequest): RouteMatch {
   const pairs = (o: Record<string, StringMatch> | undefined, lowerNames: boolean) =>

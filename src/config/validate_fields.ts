@@ -390,19 +390,90 @@ export function hostName(
 }
 
 /**
+ * Whether V8's linear-time regexp engine is on (`--v8-flags=
+ * --enable-experimental-regexp-engine`, which `deno task start`, `deno task
+ * compile` and the tests pass). RE2, Istio's engine, matches in linear time;
+ * V8's default engine backtracks, and a pattern such as `(a+)+$` against a
+ * long path would stall the proxy for seconds.
+ */
+export const LINEAR_REGEX: boolean = (() => {
+  try {
+    new RegExp("a", "l");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/**
  * Compiles an Istio (RE2) regex as a full-string match, `^(?:...)$`. RE2's
  * `(?P<name>` groups are accepted; lookaround and backreferences, which RE2
  * lacks, are refused so a config that works here also works in Istio.
+ *
+ * The linear-time engine runs it when it can. It cannot run large counted
+ * repetitions (`x{1,1000}`); such a pattern runs on the backtracking engine,
+ * and is refused when a repeated group holds a repetition of its own (the
+ * shape whose backtracking explodes). Without the linear engine every
+ * pattern backtracks, as `LINEAR_REGEX` and the sidecar's startup log say.
  */
 export function compileRegex(source: string, flags = ""): RegExp | string {
   if (/\(\?<?[=!]/.test(source)) return "lookaround is not supported by RE2";
   if (/(^|[^\\])(\\\\)*\\[1-9]/.test(source)) return "backreferences are not supported by RE2";
+  const full = `^(?:${source.replaceAll("(?P<", "(?<")})$`;
   try {
-    return new RegExp(`^(?:${source.replaceAll("(?P<", "(?<")})$`, flags);
+    if (LINEAR_REGEX && !flags.includes("i")) {
+      try {
+        return new RegExp(full, `${flags}l`);
+      } catch {
+        // Not for the linear engine: checked below, then backtracking.
+      }
+    }
+    const re = new RegExp(full, flags);
+    if (LINEAR_REGEX && hasNestedRepetition(source)) {
+      return "a repeated group that repeats inside it, with a large count, cannot be matched in linear time; use a smaller count or no nesting";
+    }
+    return re;
   } catch (e) {
     const m = e instanceof Error ? e.message : String(e);
     return m.replace(/^Invalid regular expression: /, "");
   }
+}
+
+/** Whether a group that holds a quantifier is itself quantified, as in `(a+)+` or `(x{2,900})*`. */
+export function hasNestedRepetition(source: string): boolean {
+  // For each open group: whether a quantifier appeared inside it.
+  const stack: boolean[] = [];
+  let inClass = false;
+  let lastClosedHeld = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i]!;
+    if (c === "\\") {
+      i++;
+      lastClosedHeld = false;
+      continue;
+    }
+    if (inClass) {
+      if (c === "]") inClass = false;
+      continue;
+    }
+    if (c === "[") {
+      inClass = true;
+      lastClosedHeld = false;
+    } else if (c === "(") {
+      stack.push(false);
+      lastClosedHeld = false;
+    } else if (c === ")") {
+      lastClosedHeld = stack.pop() ?? false;
+      if (lastClosedHeld && stack.length > 0) stack[stack.length - 1] = true;
+      continue;
+    } else if (c === "*" || c === "+" || c === "{") {
+      if (lastClosedHeld) return true;
+      if (stack.length > 0) stack[stack.length - 1] = true;
+    }
+    // `?` is an option or syntax (`(?:`, lazy `+?`): it repeats nothing.
+    lastClosedHeld = false;
+  }
+  return false;
 }
 
 /**

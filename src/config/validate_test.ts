@@ -14,7 +14,12 @@ import {
   validateDocuments,
   type ValidationResult,
 } from "./validate.ts";
-import { MAX_DURATION_MS } from "./validate_fields.ts";
+import {
+  compileRegex,
+  hasNestedRepetition,
+  LINEAR_REGEX,
+  MAX_DURATION_MS,
+} from "./validate_fields.ts";
 import { parseYamlDocuments } from "./yaml.ts";
 
 function validate(...files: string[]): ValidationResult {
@@ -698,4 +703,34 @@ Deno.test("durations longer than a timer can wait count as the longest, not as a
   if (!ok.ok) assert.fail(ok.errors.map(formatConfigError).join("\n"));
   const w = ok.resources.find((r) => r.kind === "VirtualService") as VirtualService;
   assert.equal(w.spec.http[0]!.timeoutMs, 596 * 3_600_000);
+});
+
+Deno.test("regexes run in linear time where the engine can; nested repetition with large counts is refused", () => {
+  // The test task starts V8 with the linear engine, as `deno task start` does.
+  assert.equal(LINEAR_REGEX, true);
+  const nested = compileRegex("/(a+)+");
+  assert.ok(nested instanceof RegExp && nested.flags.includes("l"));
+  assert.equal(nested.test(`/${"a".repeat(100_000)}!`), false);
+  assert.equal(nested.test("/aaa"), true);
+  // Large counts need the backtracking engine: fine alone, refused inside a repeated group.
+  const counted = compileRegex("[a-z]{1,1000}");
+  assert.ok(counted instanceof RegExp && !counted.flags.includes("l"));
+  assert.equal(counted.test("abc"), true);
+  assert.match(String(compileRegex("(x{2,900})*")), /cannot be matched in linear time/);
+  assert.match(String(compileRegex("(a)\\1")), /backreferences/);
+  assert.match(String(compileRegex("(?=a)a")), /lookaround/);
+  for (
+    const [src, want] of [
+      ["(a+)+", true],
+      ["((ab)+c)*", true],
+      ["(?:a|b){2,900}", false],
+      ["(a+)?", false],
+      ["(?:ab)+", false],
+      ["[(a+)]+", false],
+      ["\\(a+\\)+", false],
+      ["a+b*", false],
+    ] as const
+  ) {
+    assert.equal(hasNestedRepetition(src), want, src);
+  }
 });

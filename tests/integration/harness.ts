@@ -41,7 +41,7 @@ export async function startRemora(args: string[] = [], timeoutMs = 30_000): Prom
     args: [
       "run",
       "-A",
-      "--v8-flags=--max-semi-space-size=4,--min-semi-space-size=4,--single-threaded-gc",
+      "--v8-flags=--max-semi-space-size=4,--min-semi-space-size=4,--single-threaded-gc,--enable-experimental-regexp-engine",
       `${ROOT}main.ts`,
       "run",
       ...all,

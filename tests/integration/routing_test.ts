@@ -228,6 +228,20 @@ Deno.test("uri matches: exact, prefix and regex; method and query parameter matc
   });
 });
 
+Deno.test("a regex that backtracks exponentially matches in linear time (the proxy never stalls)", async () => {
+  const http = [
+    { match: [{ uri: { regex: "/(a+)+" } }], route: [dest("v2")] },
+    { route: [dest("v1")] },
+  ];
+  await withMesh({ http }, async (m) => {
+    assert.equal(await m.who("/aaaa"), "v2");
+    // 5000 a's then "!": a backtracking engine would take longer than the universe.
+    const long = `/${"a".repeat(5000)}!`;
+    assert.equal(await m.who(long, ["--max-time", "10"]), "v1");
+    assert.doesNotMatch(m.r.stderr(), /backtracking engine/);
+  });
+});
+
 Deno.test("rewrite replaces the matched uri prefix and the authority", async () => {
   const http = [
     {
