@@ -191,6 +191,12 @@ function parseField(text: string, start: number, end: number): [string, string] 
 
 interface Semantics {
   framing: Framing;
+  /** Host fields seen (a request must have at most one). */
+  hosts: number;
+  /** Content-Length came as a list or in several fields (of one value): forward it once. */
+  lengthRepeated: boolean;
+  /** Its value, -1 when absent. */
+  contentLength: number;
   connectionClose: boolean;
   connectionKeepAlive: boolean;
   upgrade: string | undefined;
@@ -205,10 +211,17 @@ function semantics(headers: HeaderList): Semantics {
   let connectionKeepAlive = false;
   let connectionUpgrade = false;
   let upgrade: string | undefined;
+  let hosts = 0;
+  let lengthFields = 0;
+  let lengthRepeated = false;
   for (const [name, value] of headers) {
     switch (name) {
+      case "host":
+        hosts++;
+        break;
       case "content-length": {
         // A list of identical values is allowed (RFC 9110 8.6); anything else is not.
+        if (++lengthFields > 1 || value.includes(",")) lengthRepeated = true;
         for (const part of value.split(",")) {
           const v = part.trim();
           if (!/^\d{1,15}$/.test(v)) throw new HttpParseError(`Invalid Content-Length: "${value}"`);
@@ -252,7 +265,45 @@ function semantics(headers: HeaderList): Semantics {
     : length === 0
     ? { kind: "none" }
     : { kind: "close" };
-  return { framing, connectionClose, connectionKeepAlive, upgrade, connectionUpgrade };
+  return {
+    framing,
+    hosts,
+    lengthRepeated,
+    contentLength: length,
+    connectionClose,
+    connectionKeepAlive,
+    upgrade,
+    connectionUpgrade,
+  };
+}
+
+/**
+ * One Content-Length field with the one value, in place of a list of it or
+ * of several fields: recipients that refuse repeats get a message they take.
+ */
+function singleLength(headers: HeaderList, length: number): HeaderList {
+  const out: HeaderList = [];
+  let done = false;
+  for (const h of headers) {
+    if (h[0] !== "content-length") out.push(h);
+    else if (!done) {
+      out.push(["content-length", String(length)]);
+      done = true;
+    }
+  }
+  return out;
+}
+
+/** A request target's characters must be visible ASCII (RFC 9112 3.2, RFC 3986). */
+function checkTarget(target: string): void {
+  for (let i = 0; i < target.length; i++) {
+    const c = target.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f) {
+      throw new HttpParseError(
+        `Invalid character in request target (byte 0x${c.toString(16).padStart(2, "0")})`,
+      );
+    }
+  }
 }
 
 /** Parses a request head occupying `buf[start, end)` (end = findHeadEnd's result). */
@@ -266,11 +317,13 @@ export function parseRequestHead(buf: Uint8Array, start: number, end: number): R
   const version = requestLine.slice(sp2 + 1);
   if (!TOKEN.test(method)) throw new HttpParseError(`Invalid method: "${method.slice(0, 20)}"`);
   if (target === "" || target.includes(" ")) throw new HttpParseError("Malformed request target");
+  checkTarget(target);
   let minor: number;
   if (version === "HTTP/1.1") minor = 1;
   else if (version === "HTTP/1.0") minor = 0;
   else throw new HttpParseError(`Unsupported HTTP version: "${version.slice(0, 20)}"`, 505);
   const s = semantics(headers);
+  if (s.hosts > 1) throw new HttpParseError("Several Host headers");
   // A request without Content-Length or chunked framing has no body (RFC 9112 6.3).
   const framing: Framing = s.framing.kind === "close" ? { kind: "none" } : s.framing;
   const keepAlive = minor === 1 ? !s.connectionClose : s.connectionKeepAlive && !s.connectionClose;
@@ -278,7 +331,7 @@ export function parseRequestHead(buf: Uint8Array, start: number, end: number): R
     method,
     target,
     minor,
-    headers,
+    headers: s.lengthRepeated ? singleLength(headers, s.contentLength) : headers,
     framing,
     keepAlive,
     upgrade: s.connectionUpgrade ? s.upgrade : undefined,
@@ -321,6 +374,7 @@ export function parseResponseHead(
   const framing: Framing = bodiless ? { kind: "none" } : s.framing;
   const keepAlive = framing.kind !== "close" &&
     (minor === 1 ? !s.connectionClose : s.connectionKeepAlive && !s.connectionClose);
+  if (s.lengthRepeated) headers = singleLength(headers, s.contentLength);
   return { status, reason: m[3] ?? "", minor, headers, framing, keepAlive, size: end - start };
 }
 

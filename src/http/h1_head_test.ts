@@ -67,6 +67,15 @@ Deno.test("request head: ambiguous framing and malformed heads are refused", () 
     ["GET\r\n\r\n", 400, /Malformed request line/],
     ["G(T / HTTP/1.1\r\n\r\n", 400, /Invalid method/],
     ["GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400, /Malformed header line/],
+    ["GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, /Several Host headers/],
+    [
+      "GET /admin\x00.png HTTP/1.1\r\nHost: a\r\n\r\n",
+      400,
+      /Invalid character in request target \(byte 0x00\)/,
+    ],
+    ["GET /caf\xe9 HTTP/1.1\r\nHost: a\r\n\r\n", 400, /request target \(byte 0xc3\)/],
+    ["GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n", 400, /request target \(byte 0x09\)/],
+    ["GET /del\x7f HTTP/1.1\r\nHost: a\r\n\r\n", 400, /request target \(byte 0x7f\)/],
   ];
   for (const [text, status, re] of cases) {
     assert.throws(() => req(text), (e: unknown) => {
@@ -78,11 +87,17 @@ Deno.test("request head: ambiguous framing and malformed heads are refused", () 
   }
 });
 
-Deno.test("same Content-Length repeated is accepted", () => {
-  assert.deepEqual(req("POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n").framing, {
-    kind: "length",
-    length: 3,
-  });
+Deno.test("same Content-Length repeated is accepted, and forwarded once", () => {
+  const list = req("POST / HTTP/1.1\r\nX-A: 1\r\nContent-Length: 3, 3\r\nX-B: 2\r\n\r\n");
+  assert.deepEqual(list.framing, { kind: "length", length: 3 });
+  assert.deepEqual(list.headers, [["x-a", "1"], ["content-length", "3"], ["x-b", "2"]]);
+  const fields = req("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
+  assert.deepEqual(fields.headers, [["content-length", "3"]]);
+  // A response to HEAD keeps its Content-Length value though it has no body.
+  const b = enc("HTTP/1.1 200 OK\r\nContent-Length: 1024, 1024\r\n\r\n");
+  const head = parseResponseHead(b, 0, findHeadEnd(b, 0, b.length), "HEAD");
+  assert.deepEqual(head.headers, [["content-length", "1024"]]);
+  assert.deepEqual(head.framing, { kind: "none" });
 });
 
 Deno.test("response head: bodiless statuses and methods, close-delimited bodies", () => {
