@@ -115,5 +115,10 @@ export function serve(
   port: number,
   handler: (req: Request) => Promise<Response> | Response,
 ): Deno.HttpServer<Deno.NetAddr> {
-  return Deno.serve({ hostname, port, onListen: () => {} }, handler);
+  try {
+    return Deno.serve({ hostname, port, onListen: () => {} }, handler);
+  } catch (e) {
+    if (e instanceof Error) e.message = `${hostname}:${port}: ${e.message}`;
+    throw e;
+  }
 }

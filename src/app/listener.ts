@@ -29,7 +29,13 @@ export class Listener {
     onCount?: (n: number) => void,
   ) {
     this.name = name;
-    this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
+    try {
+      this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
+    } catch (e) {
+      // Say which listener: "Address already in use" alone names no port.
+      if (e instanceof Error) e.message = `${name} listener on ${hostname}:${port}: ${e.message}`;
+      throw e;
+    }
     this.#done = this.#accept(handler, onCount);
   }
 

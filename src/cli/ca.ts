@@ -88,12 +88,23 @@ function _required(flags: Record<string, FlagValue>, name: string): string {
   return v;
 }
 
+/** 100 years: X.509 dates end at year 9999, and no certificate should outlive its keys by more. */
+const MAX_TTL_MS = 876_000 * 3_600_000;
+
 function _ttl(flags: Record<string, FlagValue>): number {
   const ttl = flags["ttl"];
   if (typeof ttl !== "number" || !(ttl >= 1000)) {
     throw new UsageError(`Flag --ttl must be at least 1s, got ${ttl}ms`);
   }
+  if (ttl > MAX_TTL_MS) {
+    throw new UsageError(`Flag --ttl must be at most 876000h (100 years), got ${ttl / 3_600_000}h`);
+  }
   return ttl;
+}
+
+/** A file system error (missing directory, no permission, a file in the way). */
+function isFsError(e: unknown): e is Error {
+  return e instanceof Error && Object.values(Deno.errors).some((E) => e instanceof E);
 }
 
 /** Runs `remora ca ...`; returns the exit code. Throws UsageError for bad arguments. */
@@ -126,6 +137,10 @@ async function _init(flags: Record<string, FlagValue>): Promise<number> {
   } catch (e) {
     if (e instanceof CaError) {
       console.error(`remora: ca init: ${e.message}`);
+      return 1;
+    }
+    if (isFsError(e)) {
+      console.error(`remora: ca init: cannot write the CA to ${out}: ${e.message}`);
       return 1;
     }
     throw e;
@@ -163,7 +178,15 @@ async function _issue(flags: Record<string, FlagValue>): Promise<number> {
   }
   const now = new Date();
   const issued = await issueCert(ca, { id: id.id, ttlMs, now });
-  await writeIssued(out, issued);
+  try {
+    await writeIssued(out, issued);
+  } catch (e) {
+    if (isFsError(e)) {
+      console.error(`remora: ca issue: cannot write the certificate to ${out}: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  }
   if (issued.notAfter.getTime() < now.getTime() + ttlMs - 1000) {
     console.error(
       `remora: ca issue: the certificate ends with the CA certificate at ` +

@@ -6,6 +6,7 @@
  * lifetime only.
  */
 
+import { isIP } from "node:net";
 import { startAdmin } from "../app/admin_servers.ts";
 import { startInbound } from "../app/inbound.ts";
 import { startMemoryTrim } from "../app/memory.ts";
@@ -174,6 +175,40 @@ const PEER_GONE = [
   Deno.errors.UnexpectedEof,
 ];
 
+/**
+ * Listener addresses must be IP addresses, remora's ports must differ, and
+ * the app's port must not be one of them (inbound traffic would loop back
+ * into remora).
+ */
+function checkAddressesAndPorts(flags: Record<string, unknown>): void {
+  for (const name of ["outbound-address", "inbound-address"]) {
+    const v = flags[name] as string;
+    if (isIP(v) === 0 && v !== "localhost") {
+      throw new UsageError(`Flag --${name} takes an IP address, got "${v}"`);
+    }
+  }
+  const own = ["outbound-port", "inbound-port", "admin-port", "stats-port", "health-port"];
+  const seen = new Map<number, string>();
+  for (const name of own) {
+    const port = flags[name] as number;
+    if (port === 0) continue;
+    const other = seen.get(port);
+    if (other !== undefined) {
+      throw new UsageError(
+        `Flags --${other} and --${name} are both ${port}: each needs its own port`,
+      );
+    }
+    seen.set(port, name);
+  }
+  const app = flags["app-port"] as number | undefined;
+  const clash = app === undefined ? undefined : seen.get(app);
+  if (clash !== undefined) {
+    throw new UsageError(
+      `Flag --app-port ${app} is remora's own --${clash}: inbound traffic would go to remora itself`,
+    );
+  }
+}
+
 export async function runCommand(args: string[]): Promise<number> {
   const { flags, positionals, help } = parseFlags(args, RUN_FLAGS);
   if (help) {
@@ -186,6 +221,7 @@ export async function runCommand(args: string[]): Promise<number> {
     throw new UsageError(`Flag --log-level takes debug, info, warn, error or off, got "${level}"`);
   }
   setLevel(level);
+  checkAddressesAndPorts(flags);
   const tracingFlags = telemetryFlags(flags);
 
   const capture = flags["capture"] === true;

@@ -174,6 +174,14 @@ Deno.test("usage errors exit 2 and name the flag, value or command", async () =>
     [["run", "--log-level", "loud"], [/--log-level/, /loud/]],
     [["run", "--config"], [/--config/]],
     [["run", "stray"], [/stray/]],
+    [["run", "--outbound-address", "999.1.1.1"], [/--outbound-address/, /999\.1\.1\.1/]],
+    [["run", "--inbound-address", "not-an-ip"], [/--inbound-address/, /not-an-ip/]],
+    [["run", "--admin-port", "19581", "--stats-port", "19581"], [/--admin-port/, /--stats-port/]],
+    [["run", "--inbound-port", "19582", "--app-port", "19582"], [/--app-port 19582/, /inbound/]],
+    [["ca", "init", "--trust-domain", "td", "--out", "/nonexistent/ca", "--ttl", "999999999h"], [
+      /--ttl/,
+      /999999999h/,
+    ]],
     [["validate", "--bogus", "x.yaml"], [/--bogus/]],
     [["version", "extra"], [/extra/]],
     [["frobnicate"], [/frobnicate/]],
@@ -184,6 +192,35 @@ Deno.test("usage errors exit 2 and name the flag, value or command", async () =>
     for (const w of wants) assert.match(out.stderr, w, `${args.join(" ")}: ${out.stderr}`);
     assert.doesNotMatch(out.stderr, /fatal|stack|at .*\.ts:\d+/i, "no stack trace");
     assert.doesNotMatch(out.stdout, /listening on/, "nothing started");
+  }
+});
+
+Deno.test("ca init where it cannot write exits 1 naming the place, with no stack trace", async () => {
+  const { path, dir } = await tempFile("a-file", "x");
+  try {
+    for (const out of [path, "/proc/remora-nope"]) {
+      const r = await remora("ca", "init", "--trust-domain", "td", "--out", out);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`cannot write the CA to ${out}`));
+      assert.doesNotMatch(r.stderr, /fatal|at .*\.ts:\d+/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("run with a port already taken exits 1 naming the listener and port", async () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = (taken.addr as Deno.NetAddr).port;
+    const r = await remora("run", ...PORTS, "--outbound-port", String(port));
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(`outbound listener on 127\\.0\\.0\\.1:${port}: Address already in use`),
+    );
+  } finally {
+    taken.close();
   }
 });
 
