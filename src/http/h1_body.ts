@@ -16,7 +16,8 @@ import { type Framing, HttpParseError } from "./h1_head.ts";
 /** Which side of a relay failed: the one being read ("src") or written ("dst"). */
 export class SideError extends Error {
   override name = "SideError";
-  constructor(readonly side: "src" | "dst", message: string) {
+  /** `malformed`: the side sent bytes that break the framing (a 400), not just a failure. */
+  constructor(readonly side: "src" | "dst", message: string, readonly malformed = false) {
     super(message);
   }
 }
@@ -204,7 +205,7 @@ async function relayChunked(src: BufConn, dst: BufConn): Promise<number> {
     try {
       n = scanner.scan(src.buf, src.start, src.end);
     } catch (e) {
-      throw new SideError("src", (e as Error).message);
+      throw new SideError("src", (e as Error).message, e instanceof HttpParseError);
     }
     await write(dst, src.buf.subarray(src.start, src.start + n));
     src.consume(n);
@@ -225,7 +226,7 @@ export async function relayDechunked(src: BufConn, dst: BufConn): Promise<number
     const sizeLine = await _line(src);
     const hex = sizeLine.split(";")[0]!.trim();
     if (!/^[0-9a-fA-F]{1,15}$/.test(hex)) {
-      throw new SideError("src", `Malformed chunk size: "${sizeLine.slice(0, 20)}"`);
+      throw new SideError("src", `Malformed chunk size: "${sizeLine.slice(0, 20)}"`, true);
     }
     const size = parseInt(hex, 16);
     if (size === 0) {
@@ -243,7 +244,9 @@ export async function relayDechunked(src: BufConn, dst: BufConn): Promise<number
       remaining -= n;
       total += n;
     }
-    if ((await _line(src)) !== "") throw new SideError("src", "Chunk data longer than its size");
+    if ((await _line(src)) !== "") {
+      throw new SideError("src", "Chunk data longer than its size", true);
+    }
   }
 }
 
@@ -258,7 +261,9 @@ async function _line(src: BufConn): Promise<string> {
       src.consume(lf + 1);
       return line;
     }
-    if (src.buffered > 4096) throw new SideError("src", "Chunk size or trailer line too long");
+    if (src.buffered > 4096) {
+      throw new SideError("src", "Chunk size or trailer line too long", true);
+    }
     if (!(await src.fill())) throw new SideError("src", "Connection closed inside a chunked body");
   }
 }

@@ -155,6 +155,8 @@ class Exchange {
   /** For spans and access logs. */
   #requestView: RequestView | undefined;
   #trace: RequestTrace | undefined;
+  /** Why the client's request body broke its framing, when it did. */
+  #badBody: string | undefined;
 
   constructor(client: BufConn, head: RequestHead, info: ConnInfo, opts: Http1Options) {
     this.#client = client;
@@ -568,7 +570,11 @@ class Exchange {
         },
         (e) => {
           // The client side failing ends the exchange; the upstream side is reported by the response read.
-          if (e instanceof SideError && e.side === "src") this.#client.close();
+          // A body that breaks its framing is the client's error: it gets a 400 (see #fail).
+          if (e instanceof SideError && e.side === "src") {
+            if (e.malformed) this.#badBody = e.message;
+            else this.#client.close();
+          }
           conn.close();
         },
       );
@@ -707,6 +713,14 @@ class Exchange {
     fwd: Forward,
     r: { failure: Failure; detail: string; status?: number } | undefined,
   ): Promise<boolean> {
+    if (this.#badBody !== undefined) {
+      // The upstream connection was closed because the client's body was malformed.
+      log.debug("bad request body", { detail: this.#badBody, cluster: fwd.labels.cluster });
+      await this.#local(400, `remora: bad request body: ${this.#badBody}`, "DPE", false)
+        .catch(() => {});
+      this.#record(fwd.labels, undefined);
+      return false;
+    }
     let status = r?.status ?? 503;
     let body: string;
     const extra: HeaderList = [];

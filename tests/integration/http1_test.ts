@@ -18,6 +18,7 @@ import {
   rawRequest,
   type Remora,
   runCommand,
+  scrape,
   startRemora,
   startUpstream,
   type Upstream,
@@ -110,6 +111,34 @@ Deno.test("Connection naming Content-Length cannot smuggle the body as a second 
       await new Promise((done) => setTimeout(done, 200));
       assert.equal(u.requests - before, 1, `port ${port}: the app saw a second request`);
     }
+  } finally {
+    await r?.stop();
+    await u.close();
+  }
+});
+
+Deno.test("a chunked request body with broken framing gets a 400 naming it, not a 503", async () => {
+  const u = await startUpstream("u1");
+  let r: Remora | undefined;
+  try {
+    r = await startRemora(["--app-port", String(u.port)]);
+    for (const port of [r.outbound, r.inbound]) {
+      for (
+        const chunks of ["zz\r\nabc\r\n0\r\n\r\n", "2\r\nabcdef\r\n0\r\n\r\n", "-3\r\nabc\r\n"]
+      ) {
+        const target = port === r.outbound ? `http://127.0.0.1:${u.port}/up` : "/up";
+        const res = await rawRequest(
+          port,
+          `POST ${target} HTTP/1.1\r\nHost: 127.0.0.1:${u.port}\r\n` +
+            "Transfer-Encoding: chunked\r\n\r\n" + chunks,
+        );
+        assert.equal(res.status, 400, `${JSON.stringify(chunks)}: ${res.text}`);
+        assert.match(res.text, /bad request body: (Malformed chunk size|Chunk data longer)/);
+        assert.equal(res.header("connection"), "close");
+      }
+    }
+    const metrics = await scrape(r);
+    assert.match(metrics, /response_code="400"[^}]*response_flags="DPE"/);
   } finally {
     await r?.stop();
     await u.close();
