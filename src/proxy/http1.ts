@@ -613,6 +613,16 @@ class Exchange {
         return { failure: "reset", detail: (e as Error).message, status: 502 };
       }
       conn.consume(end - conn.start);
+      if (head.status === 101 && this.#head.upgrade === undefined) {
+        // Switching protocols nobody asked for: what follows is not HTTP.
+        conn.close();
+        this.#flags.push("UPE");
+        return {
+          failure: "reset",
+          detail: "upstream switched protocols (101) without an Upgrade request",
+          status: 502,
+        };
+      }
       if (head.status === 100 && this.#continued) {
         // The client has had its 100 Continue from remora already.
         continue;

@@ -145,6 +145,37 @@ Deno.test("a chunked request body with broken framing gets a 400 naming it, not 
   }
 });
 
+Deno.test("a 101 the client did not ask for is a 502, and what follows is not read as HTTP", async () => {
+  // An upstream that switches protocols on any request, then talks garbage.
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  const serving = (async () => {
+    for await (const c of l) {
+      const buf = new Uint8Array(4096);
+      await c.read(buf).catch(() => null);
+      await c.write(new TextEncoder().encode(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n" +
+          "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsmugg",
+      )).catch(() => 0);
+      c.close();
+    }
+  })().catch(() => {});
+  let r: Remora | undefined;
+  try {
+    r = await startRemora();
+    const res = await rawRequest(
+      r.outbound,
+      `GET http://127.0.0.1:${port}/x HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`,
+    );
+    assert.equal(res.status, 502, res.text);
+    assert.match(res.text, /switched protocols \(101\) without an Upgrade request/);
+  } finally {
+    await r?.stop();
+    l.close();
+    await serving;
+  }
+});
+
 Deno.test("hop-by-hop headers are not forwarded, end-to-end headers are", async () => {
   await withProxy(async (r, u) => {
     const res = await rawRequest(
