@@ -410,29 +410,28 @@ export const LINEAR_REGEX: boolean = (() => {
  * `(?P<name>` groups are accepted; lookaround and backreferences, which RE2
  * lacks, are refused so a config that works here also works in Istio.
  *
- * The linear-time engine runs it when it can. It cannot run large counted
- * repetitions (`x{1,1000}`); such a pattern runs on the backtracking engine,
- * and is refused when a repeated group holds a repetition of its own (the
- * shape whose backtracking explodes). Without the linear engine every
- * pattern backtracks, as `LINEAR_REGEX` and the sidecar's startup log say.
+ * The linear-time engine runs it when it can (`LINEAR_REGEX`). It cannot run
+ * large counted repetitions (`x{1,1000}`), which then backtrack; so a pattern
+ * with a counted repetition and a repeated group that repeats inside it (the
+ * shape whose backtracking explodes) is refused, whatever the engine, so that
+ * `validate` and `run` agree.
  */
 export function compileRegex(source: string, flags = ""): RegExp | string {
   if (/\(\?<?[=!]/.test(source)) return "lookaround is not supported by RE2";
   if (/(^|[^\\])(\\\\)*\\[1-9]/.test(source)) return "backreferences are not supported by RE2";
+  if (/\{\d/.test(source) && hasNestedRepetition(source)) {
+    return "a counted repetition ({n,m}) with a repeated group that repeats inside it cannot be matched in linear time; remove the nesting";
+  }
   const full = `^(?:${source.replaceAll("(?P<", "(?<")})$`;
   try {
     if (LINEAR_REGEX && !flags.includes("i")) {
       try {
         return new RegExp(full, `${flags}l`);
       } catch {
-        // Not for the linear engine: checked below, then backtracking.
+        // Not for the linear engine (large counts): backtracking, without nesting.
       }
     }
-    const re = new RegExp(full, flags);
-    if (LINEAR_REGEX && hasNestedRepetition(source)) {
-      return "a repeated group that repeats inside it, with a large count, cannot be matched in linear time; use a smaller count or no nesting";
-    }
-    return re;
+    return new RegExp(full, flags);
   } catch (e) {
     const m = e instanceof Error ? e.message : String(e);
     return m.replace(/^Invalid regular expression: /, "");

@@ -717,6 +717,8 @@ Deno.test("regexes run in linear time where the engine can; nested repetition wi
   assert.ok(counted instanceof RegExp && !counted.flags.includes("l"));
   assert.equal(counted.test("abc"), true);
   assert.match(String(compileRegex("(x{2,900})*")), /cannot be matched in linear time/);
+  assert.match(String(compileRegex("((ab){3,})+")), /cannot be matched in linear time/);
+  assert.ok(compileRegex("(?:a|b){2,900}") instanceof RegExp);
   assert.match(String(compileRegex("(a)\\1")), /backreferences/);
   assert.match(String(compileRegex("(?=a)a")), /lookaround/);
   for (
