@@ -102,6 +102,15 @@ function _ttl(flags: Record<string, FlagValue>): number {
   return ttl;
 }
 
+/** Whether two paths name the same directory (false when either does not exist). */
+function samePlace(a: string, b: string): boolean {
+  try {
+    return Deno.realPathSync(a) === Deno.realPathSync(b);
+  } catch {
+    return false;
+  }
+}
+
 /** A file system error (missing directory, no permission, a file in the way). */
 function isFsError(e: unknown): e is Error {
   return e instanceof Error && Object.values(Deno.errors).some((E) => e instanceof E);
@@ -169,6 +178,11 @@ async function _issue(flags: Record<string, FlagValue>): Promise<number> {
   } catch (e) {
     if (e instanceof CaError) throw new UsageError(`Flag --ca: ${e.message}`);
     throw e;
+  }
+  if (samePlace(out, caDir)) {
+    throw new UsageError(
+      `Flag --out ${out} is the CA's directory: a workload's key must not sit beside the CA key`,
+    );
   }
   if (id.trustDomain !== ca.trustDomain) {
     throw new UsageError(

@@ -232,10 +232,14 @@ export async function runCommand(args: string[]): Promise<number> {
       }
     }
   }
-  // Checked now, so that a bad capture flag fails before anything is started.
-  const captureOpts: CaptureOptions | undefined = capture
-    ? captureOptionsFromFlags(flags)
-    : undefined;
+  // Checked now, so that a bad capture flag fails before anything is started
+  // (also without --capture: a bad value is an error wherever it is given).
+  // Without --capture the listener ports may be ephemeral (0), which capture
+  // refuses: only the capture flags' own values are checked then.
+  const parsedCapture = captureOptionsFromFlags(
+    capture ? flags : { ...flags, "inbound-port": 15006, "outbound-port": 15001 },
+  );
+  const captureOpts: CaptureOptions | undefined = capture ? parsedCapture : undefined;
   if (captureOpts !== undefined) {
     // remora's own upstream connections must bypass the rules, or they would loop back into it.
     const uid = Deno.uid();

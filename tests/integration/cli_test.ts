@@ -175,6 +175,7 @@ Deno.test("usage errors exit 2 and name the flag, value or command", async () =>
     [["run", "--config"], [/--config/]],
     [["run", "stray"], [/stray/]],
     [["run", "--outbound-address", "999.1.1.1"], [/--outbound-address/, /999\.1\.1\.1/]],
+    [["run", "--include-inbound-ports", "1,abc"], [/--include-inbound-ports/, /abc/]],
     [["run", "--inbound-address", "not-an-ip"], [/--inbound-address/, /not-an-ip/]],
     [["run", "--admin-port", "19581", "--stats-port", "19581"], [/--admin-port/, /--stats-port/]],
     [["run", "--inbound-port", "19582", "--app-port", "19582"], [/--app-port 19582/, /inbound/]],
@@ -192,6 +193,29 @@ Deno.test("usage errors exit 2 and name the flag, value or command", async () =>
     for (const w of wants) assert.match(out.stderr, w, `${args.join(" ")}: ${out.stderr}`);
     assert.doesNotMatch(out.stderr, /fatal|stack|at .*\.ts:\d+/i, "no stack trace");
     assert.doesNotMatch(out.stdout, /listening on/, "nothing started");
+  }
+});
+
+Deno.test("ca issue refuses to write a workload key into the CA's directory", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-cli-" });
+  try {
+    const init = await remora("ca", "init", "--trust-domain", "td.test", "--out", `${dir}/ca`);
+    assert.equal(init.code, 0, init.stderr);
+    const r = await remora(
+      "ca",
+      "issue",
+      "--ca",
+      `${dir}/ca`,
+      "--id",
+      "spiffe://td.test/ns/default/sa/a",
+      "--out",
+      `${dir}/ca/`,
+    );
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--out .* is the CA's directory/);
+    assert.equal([...Deno.readDirSync(`${dir}/ca`)].some((e) => e.name === "key.pem"), false);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
