@@ -1,7 +1,7 @@
 /**
  * remora's own log: leveled lines on stderr, `time level message key=value`.
  *
- * The level can be changed at run time (admin `/logging?level=`). Access logs
+ * The level can be changed at run time (admin `POST /logging?level=`). Access logs
  * of requests are a separate concern and do not go through here.
  */
 

@@ -1,7 +1,8 @@
 /**
  * The admin, stats and health servers (not the data path).
  *
- * - admin, loopback only (15000): /ready, /config_dump, /logging?level=,
+ * - admin, loopback only (15000): /ready, /config_dump, /logging (POST
+ *   /logging?level= changes the level),
  *   /stats/prometheus;
  * - stats (15020): /stats/prometheus for scrapers;
  * - health (15021): /healthz/ready for probes.
@@ -76,6 +77,11 @@ export function adminHandler(state: AdminState): (req: Request) => Promise<Respo
       case "/logging": {
         const level = url.searchParams.get("level");
         if (level === null) return text(200, `active level: ${getLevel()}`);
+        // A change takes POST, as on Envoy's admin: a GET (a crawler, a
+        // browser's prefetch) must not change anything.
+        if (req.method !== "POST") {
+          return text(405, `use POST /logging?level=${level} to change the level`);
+        }
         if (!isLevel(level)) {
           return text(400, `Unknown log level "${level}": use one of ${LEVELS.join(", ")}`);
         }
@@ -86,7 +92,10 @@ export function adminHandler(state: AdminState): (req: Request) => Promise<Respo
       case "/stats/prometheus":
         return prometheus(state);
       default:
-        return text(404, "remora admin: /ready /config_dump /logging?level= /stats/prometheus");
+        return text(
+          404,
+          "remora admin: /ready /config_dump /logging (POST ?level= to change) /stats/prometheus",
+        );
     }
   };
 }

@@ -113,6 +113,11 @@ const ISTIO_LABELS = [
   "connection_security_policy",
 ];
 
+async function post(port: number, path: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: "POST" });
+  return { status: res.status, body: await res.text() };
+}
+
 Deno.test("the Prometheus scrape passes promtool and carries Istio's labels", async () => {
   await withMetrics(async (e) => {
     const proxy = ["-x", `http://127.0.0.1:${e.r.outbound}`];
@@ -284,7 +289,11 @@ Deno.test("admin on loopback: /ready, /config_dump, /logging; health and stats p
     assert.match(cfg.source, /mesh\.yaml$/);
     assert.ok(JSON.stringify(cfg).includes(HOST));
 
-    const debug = await get(e.r.admin, "/logging?level=debug");
+    // A GET does not change the level; a POST does.
+    const viaGet = await get(e.r.admin, "/logging?level=debug");
+    assert.equal(viaGet.status, 405);
+    assert.match((await get(e.r.admin, "/logging")).body, /active level: (?!debug)/);
+    const debug = await post(e.r.admin, "/logging?level=debug");
     assert.equal(debug.status, 200);
     assert.match(debug.body, /debug/);
     assert.match((await get(e.r.admin, "/logging")).body, /active level: debug/);
@@ -303,11 +312,11 @@ Deno.test("admin on loopback: /ready, /config_dump, /logging; health and stats p
       `stderr:\n${e.r.stderr()}`,
     );
 
-    const bad = await get(e.r.admin, "/logging?level=chatty");
+    const bad = await post(e.r.admin, "/logging?level=chatty");
     assert.equal(bad.status, 400);
     assert.match(bad.body, /chatty/);
     assert.match((await get(e.r.admin, "/logging")).body, /active level: debug/, "unchanged");
-    assert.equal((await get(e.r.admin, "/logging?level=info")).status, 200);
+    assert.equal((await post(e.r.admin, "/logging?level=info")).status, 200);
 
     const health = await get(e.r.health, "/healthz/ready");
     assert.equal(health.status, 200);
