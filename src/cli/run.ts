@@ -235,9 +235,13 @@ export async function runCommand(args: string[]): Promise<number> {
   // Checked now, so that a bad capture flag fails before anything is started
   // (also without --capture: a bad value is an error wherever it is given).
   // Without --capture the listener ports may be ephemeral (0), which capture
-  // refuses: only the capture flags' own values are checked then.
+  // refuses: the capture flags' own values are checked with the default ports.
   const parsedCapture = captureOptionsFromFlags(
-    capture ? flags : { ...flags, "inbound-port": 15006, "outbound-port": 15001 },
+    capture ? flags : {
+      ...flags,
+      "inbound-port": RUN_FLAGS["inbound-port"]!.default!,
+      "outbound-port": RUN_FLAGS["outbound-port"]!.default!,
+    },
   );
   const captureOpts: CaptureOptions | undefined = capture ? parsedCapture : undefined;
   if (captureOpts !== undefined) {

@@ -53,10 +53,15 @@ export interface SockAddr {
   family: 4 | 6;
 }
 
+/** The port of a sockaddr_in or sockaddr_in6 (the same place in both, network order). */
+function portOf(b: Uint8Array): number {
+  return (b[2]! << 8) | b[3]!;
+}
+
 /** Decodes a sockaddr_in / sockaddr_in6; IPv4-mapped IPv6 becomes IPv4. */
 export function decodeSockaddr(b: Uint8Array): SockAddr | undefined {
   const family = b[0]! | (b[1]! << 8);
-  const port = (b[2]! << 8) | b[3]!;
+  const port = portOf(b);
   if (family === AF_INET) {
     return { hostname: `${b[4]}.${b[5]}.${b[6]}.${b[7]}`, port, family: 4 };
   }
@@ -183,19 +188,17 @@ class FdFinder {
   #fromFreed(attempt: (fd: number) => Probe): number | undefined {
     const freed = this.#freed.sort((a, b) => a - b);
     let i = 0;
-    let found: number | undefined;
-    while (i < freed.length) {
+    for (; i < freed.length; i++) {
       const r = attempt(freed[i]!);
       if (r === Probe.NotASocket) break;
-      i++;
       if (r === Probe.Match) {
-        found = freed[i - 1];
-        break;
+        this.#freed = freed.slice(i + 1, i + 1 + 1024);
+        return freed[i];
       }
       // Taken by another socket since: no longer a candidate.
     }
     this.#freed = freed.slice(i, i + 1024);
-    return found;
+    return undefined;
   }
 
   /** Numbers above the highest seen, until eight in a row hold no socket. */
@@ -230,13 +233,13 @@ class FdFinder {
     this.probes++;
     this.#len[0] = 128;
     if (this.lib.symbols.getpeername(fd, this.#buf, this.#lenBytes) !== 0) return Probe.NotASocket;
-    if (((this.#buf[2]! << 8) | this.#buf[3]!) !== port) return Probe.Other;
+    if (portOf(this.#buf) !== port) return Probe.Other;
     const peer = decodeSockaddr(this.#buf);
     if (peer === undefined || normalize(peer.hostname) !== host) return Probe.Other;
     this.probes++;
     this.#len[0] = 128;
     if (this.lib.symbols.getsockname(fd, this.#buf, this.#lenBytes) !== 0) return Probe.Other;
-    return ((this.#buf[2]! << 8) | this.#buf[3]!) === localPort ? Probe.Match : Probe.Other;
+    return portOf(this.#buf) === localPort ? Probe.Match : Probe.Other;
   }
 }
 
