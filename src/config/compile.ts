@@ -29,10 +29,8 @@
  *   port, match blocks on another `port` are dropped too.
  * - The TCP route of a virtual host is the first VirtualService tcp route whose
  *   matches apply (no matches, or a match with this port / no port).
- * - `rewrite.prefix` is set only when every match block of the route has the
- *   same uri prefix matcher; the proxy then replaces that prefix. Otherwise
- *   (exact or regex uri, mixed prefixes, no uri match) `rewrite.uri` replaces
- *   the whole path.
+ * - `rewrite.uri` is applied by the proxy to what the matching block matched
+ *   (outbound_router.ts `rewritePath`).
  * - Load balancer, as Istio merges policies: the rule's loadBalancer, replaced
  *   by the rule's portLevelSettings entry for the port (which does not
  *   inherit), then the subset's loadBalancer, then the subset's
@@ -358,15 +356,6 @@ class _Compiler {
       rewrite = {};
       if (r.rewrite.uri !== undefined) rewrite.uri = r.rewrite.uri;
       if (r.rewrite.authority !== undefined) rewrite.authority = r.rewrite.authority;
-      const prefixes = r.match.map((
-        m,
-      ) => (m.uri !== undefined && "prefix" in m.uri ? m.uri.prefix : undefined));
-      const first = prefixes[0];
-      if (
-        r.rewrite.uri !== undefined && first !== undefined && prefixes.every((p) => p === first)
-      ) {
-        rewrite.prefix = first;
-      }
     }
     return {
       name: r.name ?? "",

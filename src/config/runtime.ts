@@ -80,11 +80,11 @@ export interface HttpRoute {
   cumulative: number[];
   totalWeight: number;
   /**
-   * `prefix` is set only when every match block of the route has the same uri
-   * prefix matcher: then `uri` replaces that prefix of the path. Without
-   * `prefix`, `uri` replaces the whole path.
+   * `uri` replaces what the matching block matched, as Istio's routes do: the
+   * prefix of a uri prefix match, the whole path of an exact or regex match,
+   * and the leading "/" when the block has no uri match (see `rewritePath`).
    */
-  rewrite: { uri?: string; authority?: string; prefix?: string } | undefined;
+  rewrite: { uri?: string; authority?: string } | undefined;
   timeoutMs: number | undefined;
   retry: RetryPolicy | undefined;
   fault: FaultPolicy | undefined;

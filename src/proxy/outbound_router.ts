@@ -13,7 +13,13 @@
  * finishes on the config it started with.
  */
 
-import type { Cluster, HttpRoute, RuntimeConfig, VirtualHost } from "../config/runtime.ts";
+import type {
+  Cluster,
+  HttpRoute,
+  RouteMatch,
+  RuntimeConfig,
+  VirtualHost,
+} from "../config/runtime.ts";
 import { balancerFor, requestHash } from "./balance.ts";
 import { detectorFor } from "./outlier.ts";
 import {
@@ -23,6 +29,7 @@ import {
   matchRoute,
   pickCluster,
   type RequestView,
+  type RouteHit,
 } from "./route_match.ts";
 import {
   BLACKHOLE,
@@ -88,8 +95,8 @@ export class OutboundRouter implements HttpRouter {
       return passthrough(req);
     }
     const labels = vhostLabels(vhost);
-    const route = matchRoute(vhost, req);
-    if (route === undefined) {
+    const hit = matchRoute(vhost, req);
+    if (hit === undefined) {
       return localReply(
         404,
         `remora: no route matched ${req.method} ${pathOnly(req.path)} on ${vhost.serviceHost}`,
@@ -97,6 +104,7 @@ export class OutboundRouter implements HttpRouter {
         labels,
       );
     }
+    const route = hit.route;
     if (route.directResponse !== undefined) {
       return {
         ...localReply(route.directResponse.status, route.directResponse.body, "", labels),
@@ -106,12 +114,19 @@ export class OutboundRouter implements HttpRouter {
     if (route.redirect !== undefined) {
       const r = route.redirect;
       const authority = r.authority ?? hostHeader(req);
-      const location = `${req.scheme}://${authority}${r.uri ?? req.path}`;
+      // The path is replaced; the query stays unless the new uri brings its own (as Envoy's path_redirect).
+      const q = req.path.indexOf("?");
+      const path = r.uri === undefined
+        ? req.path
+        : r.uri.includes("?") || q === -1
+        ? r.uri
+        : r.uri + req.path.slice(q);
+      const location = `${req.scheme}://${authority}${path}`;
       return { ...localReply(r.code, "", "", labels, [["location", location]]), route };
     }
     const wc = pickCluster(route, this.#random());
     if (wc === undefined) return localReply(503, "remora: route has no destination", "NR", labels);
-    return forwardTo(wc.cluster, route, req, {
+    return forwardTo(wc.cluster, hit, req, {
       requestHeaders: wc.requestHeaders,
       responseHeaders: wc.responseHeaders,
     });
@@ -149,17 +164,28 @@ function withSetCookie(d: Forward["destination"], cookie: string): Forward["dest
   };
 }
 
-/** Applies a route's rewrite to the path. */
-export function rewritePath(route: HttpRoute | undefined, path: string): string {
-  const rw = route?.rewrite;
-  if (rw?.uri === undefined) return path;
+/**
+ * Applies a route's `rewrite.uri` to the path, keeping the query. As Istio
+ * configures Envoy (one route per match block, each with a prefix rewrite),
+ * the value replaces what `match` matched: the matched prefix of a uri prefix
+ * match (whatever its case, with ignoreUriCase), the whole path of an exact or
+ * regex match, and the leading "/" of the path when the block has no uri match
+ * or the route has no match blocks (so `/v1` on `/items` gives `/v1items`).
+ */
+export function rewritePath(
+  route: HttpRoute | undefined,
+  match: RouteMatch | undefined,
+  path: string,
+): string {
+  const uri = route?.rewrite?.uri;
+  if (uri === undefined) return path;
   const q = path.indexOf("?");
   const p = q === -1 ? path : path.slice(0, q);
   const query = q === -1 ? "" : path.slice(q);
-  if (rw.prefix !== undefined && p.startsWith(rw.prefix)) {
-    return rw.uri + p.slice(rw.prefix.length) + query;
-  }
-  return rw.uri + query;
+  const m = match?.uri;
+  if (m === undefined) return uri + p.slice(1) + query;
+  if (m.kind === "prefix") return uri + p.slice(m.value.length) + query;
+  return uri + query;
 }
 
 function passthrough(req: RequestView): Forward {
@@ -184,12 +210,13 @@ function passthrough(req: RequestView): Forward {
 
 function forwardTo(
   cluster: Cluster,
-  route: HttpRoute,
+  hit: RouteHit,
   req: RequestView,
   destination: Forward["destination"],
 ): Forward {
+  const route = hit.route;
   const authority = route.rewrite?.authority;
-  const path = rewritePath(route, req.path);
+  const path = rewritePath(route, hit.match, req.path);
   const labels = clusterLabels(cluster);
   if (cluster.passthrough) {
     const up: Upstream = {

@@ -87,13 +87,90 @@ spec: { outboundTrafficPolicy: { mode: REGISTRY_ONLY } }
   assert.equal(admin.kind === "local" && admin.status, 403);
 });
 
-Deno.test("rewrite replaces a matched prefix or the whole path, keeping the query", () => {
-  const base = { uri: "/v2" } as const;
-  assert.equal(rewritePath(undefined, "/a?x=1"), "/a?x=1");
+Deno.test("rewrite replaces what the match block matched, keeping the query", () => {
   // deno-lint-ignore no-explicit-any
-  const route = (rewrite: any) => ({ rewrite }) as any;
-  assert.equal(rewritePath(route({ ...base, prefix: "/v1" }), "/v1/items?x=1"), "/v2/items?x=1");
-  assert.equal(rewritePath(route(base), "/v1/items?x=1"), "/v2?x=1");
+  const route = { rewrite: { uri: "/v2" } } as any;
+  const block = (uri: unknown) =>
+    ({ uri, ignoreUriCase: false, headers: [], withoutHeaders: [], queryParams: [] }) as never;
+  assert.equal(rewritePath(undefined, undefined, "/a?x=1"), "/a?x=1");
+  assert.equal(
+    rewritePath(route, block({ kind: "prefix", value: "/v1" }), "/v1/items?x=1"),
+    "/v2/items?x=1",
+  );
+  assert.equal(rewritePath(route, block({ kind: "exact", value: "/v1" }), "/v1?x=1"), "/v2?x=1");
+  assert.equal(rewritePath(route, block({ kind: "regex", re: /^\/v1/ }), "/v1/a?x=1"), "/v2?x=1");
+  // No uri match: Envoy's route prefix is "/", and that is what is replaced.
+  assert.equal(rewritePath(route, undefined, "/items?x=1"), "/v2items?x=1");
+  assert.equal(rewritePath(route, block(undefined), "/items"), "/v2items");
+});
+
+const REWRITES = `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: svc }
+spec:
+  hosts: [svc.example.internal]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints: [{ address: 10.250.0.21 }]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: svc }
+spec:
+  hosts: [svc.example.internal]
+  http:
+  - name: two-prefixes
+    match: [{ uri: { prefix: /one/ } }, { uri: { prefix: /two/ } }]
+    rewrite: { uri: /new/ }
+    route: [{ destination: { host: svc.example.internal } }]
+  - name: icase-prefix
+    match: [{ uri: { prefix: /CASE/ }, ignoreUriCase: true }]
+    rewrite: { uri: /lower/ }
+    route: [{ destination: { host: svc.example.internal } }]
+  - name: icase-regex
+    match: [{ uri: { regex: "/RX/[a-z]+" }, ignoreUriCase: true }]
+    rewrite: { uri: /regex }
+    route: [{ destination: { host: svc.example.internal } }]
+  - name: redirect
+    match: [{ uri: { prefix: /redir } }]
+    redirect: { uri: /elsewhere, redirectCode: 302 }
+  - name: redirect-query
+    match: [{ uri: { prefix: /rq } }]
+    redirect: { uri: "/fixed?a=b" }
+  - name: default
+    rewrite: { uri: /def }
+    route: [{ destination: { host: svc.example.internal } }]
+`;
+
+Deno.test("VirtualService rewrites and redirects as Istio's: per match block, case, query", () => {
+  const cfg = config(REWRITES);
+  const r = new OutboundRouter({ getConfig: () => cfg, ownPorts: new Set() });
+  const pathOf = (path: string) => {
+    const d = r.route(req("svc.example.internal", 80, { path }));
+    return d.kind === "forward" ? `${d.route?.name} ${d.path}` : `local ${d.status}`;
+  };
+  // Each match block's own prefix is replaced.
+  assert.equal(pathOf("/one/x?q=1"), "two-prefixes /new/x?q=1");
+  assert.equal(pathOf("/two/x?q=1"), "two-prefixes /new/x?q=1");
+  // ignoreUriCase: the prefix matches in any case and is replaced by its length.
+  assert.equal(pathOf("/case/x"), "icase-prefix /lower/x");
+  assert.equal(pathOf("/CaSe/y/z"), "icase-prefix /lower/y/z");
+  // ignoreUriCase does not apply to regex matches: the path is matched as sent.
+  assert.equal(pathOf("/RX/abc"), "icase-regex /regex");
+  assert.equal(pathOf("/rx/abc"), "default /defrx/abc");
+  // A route without match blocks replaces the leading "/".
+  assert.equal(pathOf("/foo/bar?z=1"), "default /deffoo/bar?z=1");
+  const location = (path: string) => {
+    const d = r.route(req("svc.example.internal", 80, { path }));
+    return d.kind === "local"
+      ? `${d.status} ${d.headers.find(([n]) => n === "location")?.[1]}`
+      : "";
+  };
+  assert.equal(location("/redir/a?q=1"), "302 http://svc.example.internal/elsewhere?q=1");
+  assert.equal(location("/redir/a"), "302 http://svc.example.internal/elsewhere");
+  // A redirect uri with its own query replaces the request's.
+  assert.equal(location("/rq?q=1"), "301 http://svc.example.internal/fixed?a=b");
 });
 
 Deno.test("the same host, another port, another host and a new config are each looked up again", () => {

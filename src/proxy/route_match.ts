@@ -162,7 +162,8 @@ function matches(m: RouteMatch, req: RequestView): boolean {
   if (m.uri !== undefined) {
     const q = req.path.indexOf("?");
     let p = q === -1 ? req.path : req.path.slice(0, q);
-    if (m.ignoreUriCase) p = p.toLowerCase();
+    // ignoreUriCase applies to exact and prefix matches only; a regex sees the path as sent (as in Istio).
+    if (m.ignoreUriCase && m.uri.kind !== "regex") p = p.toLowerCase();
     if (!test(m.uri, p)) return false;
   }
   if (m.method !== undefined && !test(m.method, req.method)) return false;
@@ -188,11 +189,17 @@ function matches(m: RouteMatch, req: RequestView): boolean {
   return true;
 }
 
+/** A matched route, and the match block that matched (undefined: the route has none). */
+export interface RouteHit {
+  route: HttpRoute;
+  match: RouteMatch | undefined;
+}
+
 /** The first route of the virtual host that matches the request. */
-export function matchRoute(vhost: VirtualHost, req: RequestView): HttpRoute | undefined {
+export function matchRoute(vhost: VirtualHost, req: RequestView): RouteHit | undefined {
   for (const route of vhost.http) {
-    if (route.matches.length === 0) return route;
-    for (const m of route.matches) if (matches(m, req)) return route;
+    if (route.matches.length === 0) return { route, match: undefined };
+    for (const m of route.matches) if (matches(m, req)) return { route, match: m };
   }
   return undefined;
 }
