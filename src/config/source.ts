@@ -109,14 +109,19 @@ export interface ConfigWatcherOptions {
 /**
  * Watches one config file and reloads it when it changes. It watches the
  * file's directory, not the file, so editors that save by writing a new file
- * and renaming it over the old one are seen too. Changes are debounced, and
- * reloads never overlap. It does not load the file at start: call
- * `loadConfigFiles` for the initial config.
+ * and renaming it over the old one are seen too. Symlinks are followed: a
+ * Kubernetes ConfigMap volume, which publishes an update by swapping its
+ * `..data` link, and a link to a file in another directory, whose directory
+ * is then watched as well (again after each reload, as the link may have
+ * moved). Changes are debounced, and reloads never overlap. It does not load
+ * the file at start: call `loadConfigFiles` for the initial config.
  */
 export class ConfigWatcher {
   readonly path: string;
   readonly #opts: ConfigWatcherOptions;
   readonly #dir: DirWatcher;
+  /** The directory of the file the path resolves to, when that is another one. */
+  #target: DirWatcher | undefined;
   #version: string | undefined;
 
   constructor(path: string, opts: ConfigWatcherOptions) {
@@ -127,7 +132,8 @@ export class ConfigWatcher {
     const name = path.slice(slash + 1);
     const dir = slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
     this.#dir = new DirWatcher(dir, {
-      matches: (p) => p === path || p.endsWith(`/${name}`),
+      // "..data" and its timestamped targets: a ConfigMap or Secret volume's update.
+      matches: (p) => p === path || p.endsWith(`/${name}`) || baseName(p).startsWith(".."),
       reload: () => this.#reload(),
       onWatchError: (reason) =>
         opts.onError([{
@@ -138,11 +144,42 @@ export class ConfigWatcher {
         }]),
       ...(opts.debounceMs === undefined ? {} : { debounceMs: opts.debounceMs }),
     });
+    this.#follow();
+  }
+
+  /** Watches the directory of the file the path resolves to, when the path is a link elsewhere. */
+  #follow(): void {
+    let real: string;
+    try {
+      real = Deno.realPathSync(this.path);
+    } catch {
+      return; // Gone for now: the path's own directory still sees it come back.
+    }
+    const dir = real.slice(0, real.lastIndexOf("/")) || "/";
+    const own = Deno.realPathSync(this.#dir.dir);
+    if (this.#target?.dir === dir || (dir === own && this.#target === undefined)) return;
+    const old = this.#target;
+    this.#target = undefined;
+    old?.close();
+    if (dir === own || this.#dir.closed) return;
+    const name = real.slice(real.lastIndexOf("/") + 1);
+    try {
+      this.#target = new DirWatcher(dir, {
+        matches: (p) => p.endsWith(`/${name}`),
+        reload: () => this.#reload(),
+        // The target's directory went away (a link swap): the path's own directory still watches.
+        onWatchError: () => {},
+        ...(this.#opts.debounceMs === undefined ? {} : { debounceMs: this.#opts.debounceMs }),
+      });
+    } catch {
+      // Not watchable: changes through the link's own directory are still seen.
+    }
   }
 
   async #reload(): Promise<void> {
     const result = await loadConfigFiles([this.path], this.#opts.workload);
     if (this.#dir.closed) return;
+    this.#follow();
     if (!result.ok) this.#opts.onError(result.errors);
     else if (result.config.version !== this.#version) {
       this.#version = result.config.version;
@@ -151,9 +188,15 @@ export class ConfigWatcher {
   }
 
   /** Stops watching; resolves once no reload is running. Safe to call twice. */
-  close(): Promise<void> {
-    return this.#dir.close();
+  async close(): Promise<void> {
+    const target = this.#target;
+    this.#target = undefined;
+    await Promise.all([this.#dir.close(), target?.close()]);
   }
+}
+
+function baseName(p: string): string {
+  return p.slice(p.lastIndexOf("/") + 1);
 }
 
 /** Keeps errors grouped by the order files were given in. */

@@ -197,3 +197,46 @@ Deno.test("ConfigWatcher debounces a burst of writes into one reload, and close 
     assert.equal(rec.configs.length, 1, "nothing after close");
   });
 });
+
+Deno.test("ConfigWatcher follows a ConfigMap volume's ..data swap and a link to another directory", async () => {
+  await withTempDir(async (dir) => {
+    // kubelet's layout: mesh.yaml -> ..data/mesh.yaml, ..data -> ..v1
+    await Deno.mkdir(`${dir}/cm/..v1`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/cm/..v1/mesh.yaml`, GOOD(90));
+    await Deno.symlink("..v1", `${dir}/cm/..data`);
+    await Deno.symlink("..data/mesh.yaml", `${dir}/cm/mesh.yaml`);
+    // A link to a file kept in another directory, edited in place there.
+    await Deno.mkdir(`${dir}/real`);
+    await Deno.mkdir(`${dir}/link`);
+    await Deno.writeTextFile(`${dir}/real/mesh.yaml`, GOOD(90));
+    await Deno.symlink(`${dir}/real/mesh.yaml`, `${dir}/link/mesh.yaml`);
+
+    const cm = recorder();
+    const linked = recorder();
+    const watchers = [
+      new ConfigWatcher(`${dir}/cm/mesh.yaml`, { ...cm, debounceMs: 50 }),
+      new ConfigWatcher(`${dir}/link/mesh.yaml`, { ...linked, debounceMs: 50 }),
+    ];
+    try {
+      await sleep(100);
+      // The update as kubelet publishes it: a new directory, ..data swapped by rename, the old one removed.
+      await Deno.mkdir(`${dir}/cm/..v2`);
+      await Deno.writeTextFile(`${dir}/cm/..v2/mesh.yaml`, GOOD(30));
+      await Deno.symlink("..v2", `${dir}/cm/..data_tmp`);
+      await Deno.rename(`${dir}/cm/..data_tmp`, `${dir}/cm/..data`);
+      await Deno.remove(`${dir}/cm/..v1`, { recursive: true });
+      await waitFor(() => cm.configs.length === 1, "the ConfigMap update");
+      assert.deepEqual(cm.configs[0]!.hosts.get("reviews")?.http[0]?.cumulative, [30, 100]);
+      // The new target is watched too: an edit there (not what kubelet does, but a link is a link) is seen.
+      await Deno.writeTextFile(`${dir}/cm/..v2/mesh.yaml`, GOOD(20));
+      await waitFor(() => cm.configs.length === 2, "an edit of the new target");
+
+      await Deno.writeTextFile(`${dir}/real/mesh.yaml`, GOOD(60));
+      await waitFor(() => linked.configs.length === 1, "the linked file's edit");
+      assert.deepEqual(linked.configs[0]!.hosts.get("reviews")?.http[0]?.cumulative, [60, 100]);
+      assert.deepEqual([cm.refusals.length, linked.refusals.length], [0, 0]);
+    } finally {
+      for (const w of watchers) await w.close();
+    }
+  });
+});
