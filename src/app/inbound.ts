@@ -52,6 +52,12 @@ export interface InboundOptions {
   identity: MeshIdentity | undefined;
   /** PeerAuthentication mode for a port of this workload. */
   peerAuthMode(port: number): "STRICT" | "PERMISSIVE" | "DISABLE";
+  /**
+   * False while no config has come from the control server yet: connections
+   * are closed unread, as a sidecar that has no listeners yet refuses them,
+   * so the app is never served without the mesh's policies.
+   */
+  serving?(): boolean;
 }
 
 export function startInbound(o: InboundOptions): { listener: Listener; h2: LazyHttp2 } {
@@ -73,6 +79,12 @@ export function startInbound(o: InboundOptions): { listener: Listener; h2: LazyH
     memory,
   };
   const handle = async (c: BufConn, info: ConnInfo): Promise<void> => {
+    if (o.serving?.() === false) {
+      log.debug("connection refused: no config from the control server yet", {
+        client: info.remoteAddr,
+      });
+      return;
+    }
     const port = info.originalDst?.port ?? o.appPort ?? 0;
     const identity = o.identity;
     const mode = identity === undefined ? "DISABLE" : o.peerAuthMode(port);

@@ -335,6 +335,8 @@ export async function runCommand(args: string[]): Promise<number> {
   setActive(config);
   metrics.configReloads.inc({ result: "accepted" });
   const getConfig = () => config;
+  // With --control, not ready (and inbound closed) until a config came from it or its cache.
+  let configured = control === undefined || control.cachedConfig !== undefined;
 
   const ports = {
     outbound: flags["outbound-port"] as number,
@@ -389,6 +391,7 @@ export async function runCommand(args: string[]): Promise<number> {
       appPort: flags["app-port"] as number | undefined,
       identity: mesh,
       peerAuthMode: (port) => peerAuthModeOf(config, port),
+      serving: () => configured,
       getConfig,
       metrics,
       pool,
@@ -404,7 +407,7 @@ export async function runCommand(args: string[]): Promise<number> {
       state: {
         getConfig,
         metrics,
-        ready: () => true,
+        ready: () => configured,
         describe: () => ({
           listeners: {
             outbound: outbound!.listeners.map((l: { addr: Deno.NetAddr }) =>
@@ -426,7 +429,14 @@ export async function runCommand(args: string[]): Promise<number> {
     throw e;
   }
 
-  control?.run({ mesh: mesh!, getConfig, setActive });
+  control?.run({
+    mesh: mesh!,
+    getConfig,
+    setActive: (c) => {
+      configured = true;
+      setActive(c);
+    },
+  });
 
   let watcher: ConfigWatcher | undefined;
   if (configPath !== undefined) {

@@ -432,3 +432,113 @@ Deno.test("control: a wrong bootstrap token gets no certificate and a clear erro
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+/**
+ * A control server that signs certificates but holds back config until told:
+ * a control plane that is slow or stuck after the proxy got its identity.
+ */
+async function startSilentControl(dir: string) {
+  const grpc = await import("@grpc/grpc-js");
+  const { certificateService, configDiscoveryService } = await import(
+    "../../src/control/api.ts"
+  );
+  const { issueCert, loadCa, signCsr } = await import("../../src/identity/ca.ts");
+  const ca = await loadCa(`${dir}/ca`);
+  const serverCert = await issueCert(ca, {
+    id: `spiffe://${TD}/ns/istio-system/sa/remora-control`,
+    ttlMs: 3_600_000,
+  });
+  const streams: Array<{ write(m: unknown): void; end(): void }> = [];
+  const server = new grpc.Server();
+  server.addService(configDiscoveryService(), {
+    // deno-lint-ignore no-explicit-any
+    streamConfig: (call: any) => {
+      streams.push(call);
+      call.on("data", () => {});
+      call.on("error", () => {});
+    },
+  });
+  server.addService(certificateService(), {
+    // deno-lint-ignore no-explicit-any
+    createCertificate: (call: any, done: any) => {
+      signCsr(ca, call.request.csr, { id: `spiffe://${TD}/ns/default/sa/b`, ttlMs: 3_600_000 })
+        .then((c) => done(null, { certChain: [c.certChainPem, ca.certPem] }), (e) => done(e));
+    },
+  });
+  const creds = grpc.ServerCredentials.createSsl(Buffer.from(ca.certPem), [{
+    cert_chain: Buffer.from(serverCert.certChainPem),
+    private_key: Buffer.from(serverCert.keyPem),
+  }], false);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", creds, (e, p) => e ? reject(e) : resolve(p))
+  );
+  return {
+    port,
+    streams,
+    push(yaml: string): void {
+      for (const s of streams) {
+        s.write({ versionInfo: "v1", resources: [{ name: "base.yaml", yaml }], nonce: "n1" });
+      }
+    },
+    stop(): void {
+      for (const s of streams) s.end();
+      server.forceShutdown();
+    },
+  };
+}
+
+Deno.test("control: until the first config arrives the proxy is not ready and inbound serves nothing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-control-wait-" });
+  let control: Awaited<ReturnType<typeof startSilentControl>> | undefined;
+  let app: Upstream | undefined;
+  let b: Remora | undefined;
+  try {
+    await writeCa(`${dir}/ca`, await initCa({ trustDomain: TD, ttlMs: 3_600_000 }));
+    await Deno.writeTextFile(`${dir}/token`, "any\n");
+    control = await startSilentControl(dir);
+    app = await startUpstream("app-b");
+    b = await startRemora([
+      "--control",
+      `https://127.0.0.1:${control.port}`,
+      "--token-file",
+      `${dir}/token`,
+      "--root-cert",
+      `${dir}/ca/root-cert.pem`,
+      "--app-port",
+      String(app.port),
+    ]);
+    const ready = async () => {
+      const r = await fetch(`http://127.0.0.1:${b!.health}/healthz/ready`);
+      await r.body?.cancel();
+      return r.status;
+    };
+    await until(
+      "the config stream is open",
+      () => Promise.resolve(control!.streams.length > 0),
+      10_000,
+    );
+    assert.equal(await ready(), 503, "not ready before any config");
+    // The app is not reachable through the inbound port meanwhile (the embedded default has no policy).
+    const early = await exec("curl", [
+      "-s",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      `http://127.0.0.1:${b.inbound}/echo`,
+    ]);
+    assert.equal(early.stdout, "000", "the connection is closed unanswered");
+    assert.equal(app.requests, 0);
+
+    control.push(BASE);
+    await until("ready once the config is applied", async () => (await ready()) === 200, 10_000);
+    const r = await fetch(`http://127.0.0.1:${b.inbound}/echo`);
+    assert.equal(r.status, 200, await r.text());
+    assert.equal(app.requests, 1);
+  } finally {
+    await b?.stop();
+    await app?.close();
+    control?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
