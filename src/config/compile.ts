@@ -529,6 +529,7 @@ function _cumulative(clusters: WeightedCluster[]): { cumulative: number[]; total
 
 /** Compiles a StringMatch; `lower` lower-cases exact/prefix values (ignoreUriCase). */
 export function compileMatcher(m: StringMatch, lower = false): Matcher {
+  if ("present" in m) return { kind: "present" };
   if ("exact" in m) return { kind: "exact", value: lower ? m.exact.toLowerCase() : m.exact };
   if ("prefix" in m) return { kind: "prefix", value: lower ? m.prefix.toLowerCase() : m.prefix };
   const re = compileRegex(m.regex);

@@ -92,7 +92,9 @@ export type ServiceEntry = ResourceBase<"ServiceEntry", ServiceEntrySpec>;
 export type StringMatch =
   | { exact: string }
   | { prefix: string }
-  | { regex: string };
+  | { regex: string }
+  /** `{}` in headers, withoutHeaders and queryParams: the name is present, whatever its value. */
+  | { present: true };
 
 export interface HTTPMatchRequest {
   name?: string;

@@ -19,7 +19,9 @@ import type { PortProtocol, Resource, SimpleLB } from "./model.ts";
 export type Matcher =
   | { kind: "exact"; value: string }
   | { kind: "prefix"; value: string }
-  | { kind: "regex"; re: RegExp; source: string };
+  | { kind: "regex"; re: RegExp; source: string }
+  /** Any value: the header or query parameter is present (`{}` in Istio). */
+  | { kind: "present" };
 
 /** One `match` block of an HTTP route; all present conditions must hold. */
 export interface RouteMatch {

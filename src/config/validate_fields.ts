@@ -477,23 +477,31 @@ export function hasNestedRepetition(source: string): boolean {
 
 /**
  * An Istio StringMatch: exactly one of exact, prefix, regex; regexes must
- * compile. `noPrefix` refuses prefix (query parameters in Istio).
+ * compile. `noPrefix` refuses prefix (query parameters in Istio); `presence`
+ * takes `{}` (or null, as `name:` with no value parses) as "the name is
+ * present", as Istio's headers, withoutHeaders and queryParams do.
  */
 export function stringMatch(
   ctx: Ctx,
   v: unknown,
   path: string,
-  opts: { noPrefix?: boolean } = {},
+  opts: { noPrefix?: boolean; presence?: boolean } = {},
 ): StringMatch | undefined {
+  if (opts.presence && v === null) return { present: true };
   const o = obj(ctx, v, path);
   if (o === undefined) return undefined;
   fields(ctx, o, path, ["exact", "prefix", "regex"]);
   const present = (["exact", "prefix", "regex"] as const).filter((k) => o[k] !== undefined);
+  if (present.length === 0 && opts.presence && Object.keys(o).length === 0) {
+    return { present: true };
+  }
   if (present.length !== 1) {
     return ctx.err(
       path,
       present.length === 0
-        ? "exactly one of exact, prefix or regex is required"
+        ? `exactly one of exact, prefix or regex is required${
+          opts.presence ? " ({} matches any value)" : ""
+        }`
         : `exactly one of exact, prefix or regex is allowed, got ${present.join(" and ")}`,
     );
   }
@@ -529,7 +537,7 @@ export function matchMap(
       ctx.err(mapKey(path, k), `invalid name "${k}"`);
       continue;
     }
-    const m = stringMatch(ctx, val, mapKey(path, k), opts);
+    const m = stringMatch(ctx, val, mapKey(path, k), { ...opts, presence: true });
     if (m === undefined) ok = false;
     else out[k] = m;
   }

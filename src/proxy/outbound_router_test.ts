@@ -209,3 +209,36 @@ Deno.test("the same host, another port, another host and a new config are each l
   cfg = one;
   assert.equal(service("db.example.internal", 8080), "db.example.internal");
 });
+
+Deno.test("{} in headers, withoutHeaders and queryParams matches presence, as in Istio", () => {
+  const cfg = config(`${REWRITES.split("---")[0]}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: svc }
+spec:
+  hosts: [svc.example.internal]
+  http:
+  - name: has-debug
+    match: [{ headers: { x-debug: {} } }]
+    route: [{ destination: { host: svc.example.internal } }]
+  - name: no-user
+    match: [{ withoutHeaders: { end-user: {} } }]
+    route: [{ destination: { host: svc.example.internal } }]
+  - name: query
+    match: [{ queryParams: { trace: } }]
+    route: [{ destination: { host: svc.example.internal } }]
+  - name: rest
+    route: [{ destination: { host: svc.example.internal } }]
+`);
+  const r = new OutboundRouter({ getConfig: () => cfg, ownPorts: new Set() });
+  const routeOf = (headers: Record<string, string>, path = "/") => {
+    const d = r.route(req("svc.example.internal", 80, { path, header: (n) => headers[n] }));
+    return d.kind === "forward" ? d.route?.name : `local ${d.status}`;
+  };
+  assert.equal(routeOf({ "x-debug": "" }), "has-debug", "an empty value is present");
+  assert.equal(routeOf({ "x-debug": "1", "end-user": "jason" }), "has-debug");
+  assert.equal(routeOf({}), "no-user");
+  assert.equal(routeOf({ "end-user": "jason" }, "/?trace"), "query");
+  assert.equal(routeOf({ "end-user": "jason" }, "/?trace=1&x=2"), "query");
+  assert.equal(routeOf({ "end-user": "jason" }, "/?tracer=1"), "rest");
+});

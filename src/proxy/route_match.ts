@@ -143,6 +143,8 @@ function test(m: Matcher, value: string): boolean {
       return value.startsWith(m.value);
     case "regex":
       return m.re.test(value);
+    case "present":
+      return true;
   }
 }
 
