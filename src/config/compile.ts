@@ -593,8 +593,18 @@ function _retry(r: HTTPRetry | undefined): RetryPolicy | undefined {
     onRetriable4xx: on.has("retriable-4xx"),
     onRefusedStream: on.has("refused-stream"),
     statusCodes: codes,
+    grpcCodes: new Set([...on].flatMap((c) => _GRPC_RETRY_ON[c] ?? [])),
   };
 }
+
+/** Istio's gRPC retryOn conditions and the grpc-status each stands for. */
+const _GRPC_RETRY_ON: Record<string, number[]> = {
+  "cancelled": [1],
+  "deadline-exceeded": [4],
+  "resource-exhausted": [8],
+  "internal": [13],
+  "unavailable": [14],
+};
 
 /** JSON with object keys sorted at every level, so equal content hashes equal. */
 function _canonical(v: unknown): string {

@@ -472,6 +472,7 @@ Deno.test("compile: retry policies parse retryOn into flags and codes", () => {
       onRetriable4xx: false,
       onRefusedStream: false,
       statusCodes: [503, 409],
+      grpcCodes: new Set(),
     },
   );
   const dflt = http.find((r) => r.name === "prefix")!.retry!;
@@ -575,4 +576,26 @@ spec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}
 `);
   assert.equal(c.outboundTrafficPolicy, "REGISTRY_ONLY");
   assert.equal(c.hosts.size, 0);
+});
+
+Deno.test("compile: gRPC retryOn conditions become grpc-status codes; retries without attempts are off", () => {
+  const c = build(
+    SE + "---" + ROUTES.replace(
+      'retryOn: "5xx,reset,retriable-status-codes,503,409"',
+      'retryOn: "unavailable,cancelled,deadline-exceeded,resource-exhausted,internal,gateway-error"',
+    ),
+  );
+  const jason = c.hosts.get("reviews:9080")!.http.find((r) => r.name === "jason")!.retry!;
+  assert.deepEqual([...jason.grpcCodes].sort((a, b) => a - b), [1, 4, 8, 13, 14]);
+  assert.equal(jason.onGatewayError, true);
+  const off = build(
+    SE + "---" + ROUTES.replace(
+      'retries: {attempts: 3, perTryTimeout: 500ms, retryOn: "5xx,reset,retriable-status-codes,503,409"}',
+      'retries: {retryOn: "5xx"}',
+    ),
+  );
+  assert.equal(
+    off.hosts.get("reviews:9080")!.http.find((r) => r.name === "jason")!.retry,
+    undefined,
+  );
 });

@@ -57,6 +57,8 @@ export interface RetryPolicy {
   onRefusedStream: boolean;
   /** Explicit status codes listed in retryOn (retriable-status-codes). */
   statusCodes: ReadonlySet<number>;
+  /** gRPC status codes retried when a response ends with its headers (cancelled: 1, ...). */
+  grpcCodes: ReadonlySet<number>;
 }
 
 export interface FaultPolicy {

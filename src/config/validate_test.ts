@@ -184,11 +184,6 @@ const BAD: BadCase[] = [
     errors: [["spec.http[0].retries.retryOn", 'unknown retry condition "oops"']],
   },
   {
-    name: "retries without attempts",
-    files: [vs(`${ROUTE}\nretries: {perTryTimeout: 2s}`), DR_REVIEWS],
-    errors: [["spec.http[0].retries.attempts", "required"]],
-  },
-  {
     name: "abort status out of range",
     files: [vs(`${ROUTE}\nfault: {abort: {httpStatus: 700}}`), DR_REVIEWS],
     errors: [["spec.http[0].fault.abort.httpStatus", "expected an HTTP status 200..599, got 700"]],

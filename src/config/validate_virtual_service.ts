@@ -417,6 +417,12 @@ const _RETRY_ON = new Set([
   "retriable-4xx",
   "refused-stream",
   "retriable-status-codes",
+  // gRPC status codes of a trailers-only response (Envoy's x-envoy-retry-grpc-on).
+  "cancelled",
+  "deadline-exceeded",
+  "internal",
+  "resource-exhausted",
+  "unavailable",
 ]);
 
 function _retries(ctx: Ctx, v: unknown, path: string): HTTPRetry | undefined {
@@ -431,9 +437,8 @@ function _retries(ctx: Ctx, v: unknown, path: string): HTTPRetry | undefined {
   );
   const before = ctx.errors.length;
   const ap = join(path, "attempts");
-  const attempts = o.attempts === undefined
-    ? ctx.err(ap, "required")
-    : int(ctx, o.attempts, ap, 0, 2147483647);
+  // Left out, as 0: no retries (Istio turns the route's retry policy off then).
+  const attempts = o.attempts === undefined ? 0 : int(ctx, o.attempts, ap, 0, 2147483647);
   const out: HTTPRetry = { attempts: attempts ?? 0 };
   if (o.perTryTimeout !== undefined) {
     const t = duration(ctx, o.perTryTimeout, join(path, "perTryTimeout"));

@@ -279,10 +279,14 @@ export class Http2Engine {
     }
 
     const retry = route?.retry;
-    // Only a request that ended with its headers can be replayed.
-    const replayable = stream.readableEnded ||
+    // A request that ended with its headers can be replayed; one with a body
+    // (a gRPC call's message) is forwarded at once and a copy of up to
+    // REPLAY_LIMIT bytes is kept, so it can be sent again once it has ended.
+    const headersOnly = stream.readableEnded ||
       (stream as unknown as { endAfterHeaders: boolean }).endAfterHeaders;
-    const maxAttempts = replayable && retry !== undefined ? 1 + retry.attempts : 1;
+    const body = retry !== undefined && !headersOnly ? new KeptBody() : undefined;
+    const canReplay = () => body === undefined || (body.ended && !body.over);
+    const maxAttempts = retry !== undefined ? 1 + retry.attempts : 1;
     const timeoutMs = route?.timeoutMs;
     const deadline = timeoutMs !== undefined && timeoutMs > 0 ? start + timeoutMs : Infinity;
     let previous: Upstream | undefined;
@@ -324,11 +328,14 @@ export class Http2Engine {
           outcome = await this.#attempt(stream, out, up, {
             perTryMs: Math.min(deadline - performance.now(), retry?.perTryTimeoutMs ?? Infinity),
             // A retriable status is held back unless this is the last attempt.
-            holdStatus: last || retry === undefined ? undefined : (s) => retriesStatus(retry, s),
+            holdStatus: last || retry === undefined
+              ? undefined
+              : (s, grpc) => canReplay() && retriesStatus(retry, s, grpc),
             responseHeaders: [route?.responseHeaders, d.destination.responseHeaders],
             onResponseBytes: (k) => responseBytes += k,
             onRequestBytes: (k) => requestBytes += k,
-            replayable: maxAttempts > 1,
+            request: headersOnly ? "none" : n === 1 ? "stream" : body!.bytes(),
+            keep: body,
           });
         } finally {
           d.end(up);
@@ -353,7 +360,7 @@ export class Http2Engine {
           finish(d.labels, outcome.status, up, outcome.grpcStatus);
           return;
         }
-        if (!last) {
+        if (!last && canReplay()) {
           const refused = budget!.tryRetry();
           if (refused === undefined) {
             retrying = true;
@@ -389,11 +396,15 @@ export class Http2Engine {
     up: Upstream,
     o: {
       perTryMs: number;
-      holdStatus: ((s: number) => boolean) | undefined;
+      /** Whether to drop this response and retry: by status and a trailers-only grpc-status. */
+      holdStatus: ((status: number, grpcStatus: string) => boolean) | undefined;
       responseHeaders: Array<HeaderOps | undefined>;
       onResponseBytes: (n: number) => void;
       onRequestBytes: (n: number) => void;
-      replayable: boolean;
+      /** The request body: none, the downstream stream's, or a kept copy sent again. */
+      request: "none" | "stream" | Uint8Array;
+      /** Where a streamed request body is copied to, for retries. */
+      keep: KeptBody | undefined;
     },
   ): Promise<Outcome> {
     return new Promise<Outcome>((resolve) => {
@@ -413,7 +424,7 @@ export class Http2Engine {
         return;
       }
       let responded = false;
-      const ureq = session.request(out, { endStream: o.replayable });
+      const ureq = session.request(out, { endStream: o.request === "none" });
       // A session the upstream is draining closes once its last stream is done.
       const tracked = session as Tracked;
       tracked[ACTIVE] = (tracked[ACTIVE] ?? 0) + 1;
@@ -430,10 +441,15 @@ export class Http2Engine {
           } else settle({ kind: "timeout" });
         }, Math.max(1, o.perTryMs))
         : undefined;
-      if (!o.replayable) {
-        stream.on("data", (c: Uint8Array) => o.onRequestBytes(c.length));
+      if (o.request === "stream") {
+        const keep = o.keep;
+        stream.on("data", (c: Uint8Array) => {
+          o.onRequestBytes(c.length);
+          keep?.add(c);
+        });
+        if (keep !== undefined) stream.once("end", () => keep.ended = true);
         stream.pipe(ureq);
-      }
+      } else if (o.request !== "none") ureq.end(o.request);
       stream.on("close", () => {
         if (!ureq.closed) ureq.close(http2.constants.NGHTTP2_CANCEL);
       });
@@ -452,7 +468,8 @@ export class Http2Engine {
       });
       ureq.on("response", (h, flags: number) => {
         const status = Number(h[":status"] ?? 502);
-        if (o.holdStatus?.(status)) {
+        const g = h["grpc-status"];
+        if (o.holdStatus?.(status, g === undefined ? "" : String(g))) {
           ureq.close(http2.constants.NGHTTP2_CANCEL);
           settle({ kind: "reset", detail: `status ${status}`, status });
           return;
@@ -507,6 +524,36 @@ export class Http2Engine {
         });
       });
     });
+  }
+}
+
+/** Largest request body kept so that the request can be sent again. */
+const REPLAY_LIMIT = 64 * 1024;
+
+/** A copy of a request body as it streams, kept while it is at most REPLAY_LIMIT bytes. */
+class KeptBody {
+  ended = false;
+  over = false;
+  #chunks: Uint8Array[] = [];
+  #size = 0;
+
+  add(c: Uint8Array): void {
+    if (this.over) return;
+    this.#size += c.length;
+    if (this.#size > REPLAY_LIMIT) {
+      this.over = true;
+      this.#chunks = [];
+    } else this.#chunks.push(c.slice());
+  }
+
+  bytes(): Uint8Array {
+    const all = new Uint8Array(this.#size);
+    let off = 0;
+    for (const c of this.#chunks) {
+      all.set(c, off);
+      off += c.length;
+    }
+    return all;
   }
 }
 

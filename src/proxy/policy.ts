@@ -12,8 +12,13 @@ import type { HeaderList } from "../http/h1_head.ts";
 /** Why an attempt failed before a usable response. */
 export type Failure = "connect-failure" | "reset" | "timeout" | "overflow";
 
-export function retriesStatus(p: RetryPolicy, status: number): boolean {
+/**
+ * Whether a response head calls for a retry: by its status, or by the
+ * grpc-status of a gRPC response that ended with its headers ("" for none).
+ */
+export function retriesStatus(p: RetryPolicy, status: number, grpcStatus = ""): boolean {
   if (p.statusCodes.has(status)) return true;
+  if (grpcStatus !== "" && p.grpcCodes.size > 0 && p.grpcCodes.has(Number(grpcStatus))) return true;
   if (p.on5xx && status >= 500) return true;
   if (p.onGatewayError && (status === 502 || status === 503 || status === 504)) return true;
   if (p.onRetriable4xx && status === 409) return true;

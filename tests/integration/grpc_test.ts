@@ -122,3 +122,66 @@ Deno.test("grpc: 300 sequential calls on one channel all succeed, through both l
     }
   });
 });
+
+Deno.test("grpc: retryOn unavailable retries a trailers-only UNAVAILABLE; without it the status passes", async () => {
+  let server: ServerProcess | undefined;
+  let r: Remora | undefined;
+  const dir = await Deno.makeTempDir({ prefix: "remora-grpc-retry-" });
+  try {
+    server = await startServerProcess(PYTHON, [`${TESTDATA}grpc_echo_server.py`]);
+    const route = (name: string, retryOn: string) => `
+  - name: ${name}
+    match: [{ headers: { x-case: { exact: ${name} } } }]
+    retries: { attempts: 3, retryOn: "${retryOn}" }
+    route: [{ destination: { host: echo.grpc.internal } }]`;
+    await Deno.writeTextFile(
+      `${dir}/mesh.yaml`,
+      `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: echo }
+spec:
+  hosts: [echo.grpc.internal]
+  ports: [{ number: 50051, name: grpc, protocol: GRPC }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { grpc: ${server.port} } }]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: echo }
+spec:
+  hosts: [echo.grpc.internal]
+  http:${route("grpc", "unavailable,cancelled")}${route("http", "5xx")}
+`,
+    );
+    r = await startRemora(["--config", `${dir}/mesh.yaml`]);
+    const call = async (kase: string, request: string) => {
+      const code = `
+import grpc, sys, json
+ch = grpc.insecure_channel("127.0.0.1:${
+        r!.outbound
+      }", options=[("grpc.default_authority", "echo.grpc.internal:50051")])
+f = ch.unary_unary("/remora.test.Echo/Flaky")
+try:
+    out = f(sys.argv[1].encode(), metadata=(("x-case", sys.argv[2]),), timeout=10)
+    print(json.dumps({"code": "OK", "body": out.decode()}))
+except grpc.RpcError as e:
+    print(json.dumps({"code": e.code().name, "details": e.details()}))
+`;
+      const out = await exec(PYTHON, ["-c", code, request, kase], { timeoutMs: 30_000 });
+      assert.equal(out.code, 0, out.stderr);
+      return JSON.parse(out.stdout) as { code: string; body?: string; details?: string };
+    };
+    // Two UNAVAILABLE answers, then OK: retried within the 3 attempts.
+    assert.deepEqual(await call("grpc", "a:2"), { code: "OK", body: "a:2" });
+    assert.deepEqual(await call("grpc", "count:a"), { code: "OK", body: "3" });
+    // An HTTP-only condition does not retry gRPC statuses: the first answer passes.
+    assert.deepEqual(await call("http", "b:1"), { code: "UNAVAILABLE", details: "flaky call 1" });
+    assert.deepEqual(await call("grpc", "count:b"), { code: "OK", body: "1" });
+    // More failures than attempts: the last answer reaches the client as it was.
+    assert.deepEqual(await call("grpc", "c:9"), { code: "UNAVAILABLE", details: "flaky call 4" });
+  } finally {
+    await r?.stop();
+    await server?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});

@@ -8,6 +8,9 @@ generated stubs are needed; the wire format is real gRPC):
   Bidi           echoes each request as it comes, prefixed with b"echo:"
   Fail           aborts with NOT_FOUND and the message "no such thing: <request>"
   Slow           sleeps <request> milliseconds, then echoes
+  Flaky          request b"key:N": the first N calls with that key abort with
+                 UNAVAILABLE, later ones echo; b"count:key" answers how many
+                 calls with that key came
 
 Listens on 127.0.0.1 (port argv[1], default ephemeral) and prints "port N"
 when ready; stops on SIGTERM.
@@ -51,6 +54,23 @@ def slow(request, context):
     return request
 
 
+flaky_calls = {}
+flaky_lock = threading.Lock()
+
+
+def flaky(request, context):
+    if request.startswith(b"count:"):
+        with flaky_lock:
+            return str(flaky_calls.get(request[6:], 0)).encode()
+    key, _, n = request.partition(b":")
+    with flaky_lock:
+        flaky_calls[key] = flaky_calls.get(key, 0) + 1
+        seen = flaky_calls[key]
+    if seen <= int(n):
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"flaky call {seen}")
+    return request
+
+
 def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     handlers = {
@@ -60,6 +80,7 @@ def main():
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        "Flaky": grpc.unary_unary_rpc_method_handler(flaky),
     }
     limit = 16 * 1024 * 1024
     server = grpc.server(
