@@ -12,6 +12,7 @@
  * `compile.ts`).
  */
 
+import { printable } from "../log.ts";
 import type { Kind, Meta, Resource, VirtualServiceSpec } from "./model.ts";
 import { validateDestinationRuleSpec } from "./validate_destination_rule.ts";
 import {
@@ -112,7 +113,7 @@ export function formatConfigError(e: ConfigError): string {
   let where = e.line === undefined ? e.file : `${e.file}:${e.line}`;
   if (e.index >= 0) where += `: document ${e.index + 1}`;
   if (e.kind !== undefined) where += ` (${e.kind}${e.name === undefined ? "" : ` ${e.name}`})`;
-  return `${where}: ${e.path === "" ? "" : `${e.path}: `}${e.message}`;
+  return printable(`${where}: ${e.path === "" ? "" : `${e.path}: `}${e.message}`);
 }
 
 function _namespaceOf(v: unknown): string | undefined {
