@@ -24,7 +24,7 @@ import type { Identity } from "../identity/identity.ts";
 import { MeshIdentity } from "../tls/mtls.ts";
 import { peerAuthMode } from "../security/peer_auth.ts";
 import { ConnPool } from "../proxy/pool.ts";
-import { Metrics } from "../telemetry/metrics.ts";
+import { Metrics, peerMeta } from "../telemetry/metrics.ts";
 import { Telemetry } from "../telemetry/tracing.ts";
 import { TELEMETRY_FLAGS, telemetryFlags } from "./telemetry_flags.ts";
 import { type FlagSpecs, type FlagValue, helpText, parseFlags, UsageError } from "./flags.ts";
@@ -352,6 +352,7 @@ export async function runCommand(args: string[]): Promise<number> {
   const self = {
     workload: flags["workload"] as string,
     namespace: flags["namespace"] as string,
+    meta: peerMeta(workload.labels, flags["workload"] as string),
     principal: () => mesh?.material.spiffeId,
   };
   const pool = new ConnPool({

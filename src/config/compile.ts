@@ -39,6 +39,7 @@
  *   left out is Istio's default (connect-failure, refused-stream, 503).
  */
 
+import { peerMeta } from "../telemetry/metrics.ts";
 import { createHash } from "node:crypto";
 import type {
   ConsistentHash,
@@ -422,6 +423,7 @@ class _Compiler {
             serviceAccount: undefined,
             workload: host,
             namespace: ns,
+            meta: peerMeta({}, host),
           }];
         }
       } else {
@@ -435,6 +437,7 @@ class _Compiler {
             serviceAccount: e.serviceAccount,
             workload: e.labels.app ?? e.address,
             namespace: ns,
+            meta: peerMeta(e.labels, e.labels.app ?? e.address),
           }));
       }
     }

@@ -14,6 +14,7 @@
 import type { SecurityTables } from "../security/compile_security.ts";
 import type { TelemetryPolicy } from "./compile_telemetry.ts";
 import type { PortProtocol, Resource, SimpleLB } from "./model.ts";
+import type { PeerMeta } from "../telemetry/metrics.ts";
 
 /** A compiled string matcher: exact, prefix or regex, precomputed. */
 export type Matcher =
@@ -129,6 +130,8 @@ export interface Endpoint {
   /** Workload name for metrics (labels.app or the address). */
   workload: string;
   namespace: string;
+  /** Its app, version and canonical service labels for metrics (from `labels`). */
+  meta: PeerMeta;
 }
 
 /**

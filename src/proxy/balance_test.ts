@@ -5,6 +5,7 @@
  * ejection) and none when none is, and handle a single or empty endpoint
  * list. Policy-specific behaviour follows.
  */
+import { UNKNOWN_PEER } from "../telemetry/metrics.ts";
 import assert from "node:assert/strict";
 import type { Cluster, Endpoint } from "../config/runtime.ts";
 import { createBalancer, hashString, type PickOptions, requestHash } from "./balance.ts";
@@ -18,6 +19,7 @@ function ep(address: string, weight = 1): Endpoint {
     serviceAccount: undefined,
     workload: address,
     namespace: "default",
+    meta: UNKNOWN_PEER,
   };
 }
 

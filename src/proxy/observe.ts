@@ -6,7 +6,7 @@
  */
 
 import type { Endpoint } from "../config/runtime.ts";
-import type { Metrics, Reporter } from "../telemetry/metrics.ts";
+import { type Metrics, type PeerMeta, type Reporter, UNKNOWN_PEER } from "../telemetry/metrics.ts";
 import type { RequestTrace, TelemetryHook } from "../telemetry/tracing.ts";
 import type { ConnInfo } from "./http1.ts";
 import { type DestinationLabels, expectedPeerId, type Upstream } from "./target.ts";
@@ -15,6 +15,8 @@ import { type DestinationLabels, expectedPeerId, type Upstream } from "./target.
 export interface SelfInfo {
   workload: string;
   namespace: string;
+  /** App, version and canonical service from the workload's labels (unknown when absent). */
+  meta?: PeerMeta;
   /** This workload's SPIFFE ID, when it has a mesh identity. */
   principal?: () => string | undefined;
 }
@@ -105,7 +107,9 @@ export function observe(o: Observer, x: ExchangeFacts): void {
     destinationService: x.labels.service,
     destinationServiceName: x.labels.serviceName,
     destinationServiceNamespace: x.labels.serviceNamespace,
-    destinationCluster: x.labels.cluster,
+    // Inbound the caller is not known beyond its identity (no metadata exchange).
+    sourceMeta: source ? o.self.meta ?? UNKNOWN_PEER : UNKNOWN_PEER,
+    destinationMeta: source ? x.endpoint?.meta ?? UNKNOWN_PEER : o.self.meta ?? UNKNOWN_PEER,
     responseCode: x.status,
     requestProtocol: x.grpc ? "grpc" : "http",
     grpcResponseStatus: x.grpcStatus,

@@ -1,4 +1,5 @@
 /** Outlier detection with an injected clock: ejection, growing ejection time, limits, panic. */
+import { UNKNOWN_PEER } from "../telemetry/metrics.ts";
 import assert from "node:assert/strict";
 import type { Endpoint, OutlierPolicy } from "../config/runtime.ts";
 import { OutlierDetector } from "./outlier.ts";
@@ -11,6 +12,7 @@ const ep = (address: string): Endpoint => ({
   serviceAccount: undefined,
   workload: address,
   namespace: "default",
+  meta: UNKNOWN_PEER,
 });
 
 const POLICY: OutlierPolicy = {

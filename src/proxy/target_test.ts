@@ -1,3 +1,4 @@
+import { UNKNOWN_PEER } from "../telemetry/metrics.ts";
 import assert from "node:assert/strict";
 import type { Cluster, Endpoint } from "../config/runtime.ts";
 import { upstreamOf } from "./target.ts";
@@ -10,6 +11,7 @@ const endpoint = (sa?: string): Endpoint => ({
   serviceAccount: sa,
   workload: "b",
   namespace: "default",
+  meta: UNKNOWN_PEER,
 });
 const cluster = (tlsMode?: Cluster["tlsMode"]) => ({ namespace: "default", tlsMode }) as Cluster;
 

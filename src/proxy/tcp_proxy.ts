@@ -10,6 +10,7 @@
 
 import type { Endpoint, RuntimeConfig } from "../config/runtime.ts";
 import { log } from "../log.ts";
+import { UNKNOWN_PEER } from "../telemetry/metrics.ts";
 import { authorize } from "../security/authz.ts";
 import type { BufConn } from "../net/buf_conn.ts";
 import type { ServerFirstMemory } from "./detect.ts";
@@ -72,6 +73,8 @@ export async function serveTcp(
     destinationService: labels.service,
     destinationServiceName: labels.serviceName,
     destinationServiceNamespace: labels.serviceNamespace,
+    sourceMeta: source ? opts.self.meta ?? UNKNOWN_PEER : UNKNOWN_PEER,
+    destinationMeta: source ? endpoint?.meta ?? UNKNOWN_PEER : opts.self.meta ?? UNKNOWN_PEER,
     responseFlags: flags,
     connectionSecurityPolicy: source ? "unknown" as const : "none" as const,
   });

@@ -17,6 +17,53 @@ import client from "prom-client";
 
 export type Reporter = "source" | "destination";
 
+/**
+ * One side of a call as Istio's standard labels describe a workload: app,
+ * version, canonical service and revision, and the cluster it runs in.
+ * Made once per workload (this proxy's own, each endpoint's) so that a
+ * request compares one precomputed `key` instead of five values.
+ */
+export interface PeerMeta {
+  app: string;
+  version: string;
+  canonicalService: string;
+  canonicalRevision: string;
+  cluster: string;
+  /** The five values joined, for series lookup. */
+  key: string;
+}
+
+/**
+ * A workload's metadata from its labels, with Istio's fallbacks: app from
+ * `app` or `app.kubernetes.io/name`, version from `version` or
+ * `app.kubernetes.io/version`, the canonical service from
+ * `service.istio.io/canonical-name`, then the app name, then the workload
+ * name, and the canonical revision from `service.istio.io/canonical-revision`,
+ * then the version, then "latest". remora knows no cluster ID: "unknown".
+ */
+export function peerMeta(labels: Readonly<Record<string, string>>, workload: string): PeerMeta {
+  const name = labels["app.kubernetes.io/name"] ?? labels["app"];
+  const version = labels["app.kubernetes.io/version"] ?? labels["version"];
+  const meta = {
+    app: labels["app"] ?? labels["app.kubernetes.io/name"] ?? "unknown",
+    version: labels["version"] ?? labels["app.kubernetes.io/version"] ?? "unknown",
+    canonicalService: labels["service.istio.io/canonical-name"] ?? name ?? workload,
+    canonicalRevision: labels["service.istio.io/canonical-revision"] ?? version ?? "latest",
+    cluster: "unknown",
+  };
+  return { ...meta, key: Object.values(meta).join("\0") };
+}
+
+/** The other side when nothing is known of it (no metadata exchange, passthrough). */
+export const UNKNOWN_PEER: PeerMeta = {
+  app: "unknown",
+  version: "unknown",
+  canonicalService: "unknown",
+  canonicalRevision: "unknown",
+  cluster: "unknown",
+  key: "unknown\0unknown\0unknown\0unknown\0unknown",
+};
+
 /** One finished HTTP request as metrics see it. */
 export interface RequestRecord {
   reporter: Reporter;
@@ -29,7 +76,8 @@ export interface RequestRecord {
   destinationService: string;
   destinationServiceName: string;
   destinationServiceNamespace: string;
-  destinationCluster: string;
+  sourceMeta: PeerMeta;
+  destinationMeta: PeerMeta;
   responseCode: number;
   /** "http" or "grpc", as Istio labels it. */
   requestProtocol: string;
@@ -48,11 +96,16 @@ const REQUEST_LABELS = [
   "source_principal",
   "source_app",
   "source_version",
+  "source_canonical_service",
+  "source_canonical_revision",
+  "source_cluster",
   "destination_workload",
   "destination_workload_namespace",
   "destination_principal",
   "destination_app",
   "destination_version",
+  "destination_canonical_service",
+  "destination_canonical_revision",
   "destination_service",
   "destination_service_name",
   "destination_service_namespace",
@@ -76,6 +129,8 @@ export interface TcpRecord {
   destinationService: string;
   destinationServiceName: string;
   destinationServiceNamespace: string;
+  sourceMeta: PeerMeta;
+  destinationMeta: PeerMeta;
   responseFlags: string;
   connectionSecurityPolicy: "mutual_tls" | "none" | "unknown";
 }
@@ -85,15 +140,45 @@ const TCP_LABELS = [
   "source_workload",
   "source_workload_namespace",
   "source_principal",
+  "source_app",
+  "source_version",
+  "source_canonical_service",
+  "source_canonical_revision",
+  "source_cluster",
   "destination_workload",
   "destination_workload_namespace",
   "destination_principal",
+  "destination_app",
+  "destination_version",
+  "destination_canonical_service",
+  "destination_canonical_revision",
   "destination_service",
   "destination_service_name",
   "destination_service_namespace",
+  "destination_cluster",
   "response_flags",
   "connection_security_policy",
 ] as const;
+
+type MetaLabel<S extends string> =
+  | `${S}_app`
+  | `${S}_version`
+  | `${S}_canonical_service`
+  | `${S}_canonical_revision`
+  | `${S}_cluster`;
+
+function metaLabels<S extends "source" | "destination">(
+  side: S,
+  m: PeerMeta,
+): Record<MetaLabel<S>, string> {
+  return {
+    [`${side}_app`]: m.app,
+    [`${side}_version`]: m.version,
+    [`${side}_canonical_service`]: m.canonicalService,
+    [`${side}_canonical_revision`]: m.canonicalRevision,
+    [`${side}_cluster`]: m.cluster,
+  } as Record<MetaLabel<S>, string>;
+}
 
 function tcpLabels(r: TcpRecord): Record<string, string> {
   return {
@@ -101,9 +186,11 @@ function tcpLabels(r: TcpRecord): Record<string, string> {
     source_workload: r.sourceWorkload,
     source_workload_namespace: r.sourceNamespace,
     source_principal: r.sourcePrincipal,
+    ...metaLabels("source", r.sourceMeta),
     destination_workload: r.destinationWorkload,
     destination_workload_namespace: r.destinationNamespace,
     destination_principal: r.destinationPrincipal,
+    ...metaLabels("destination", r.destinationMeta),
     destination_service: r.destinationService,
     destination_service_name: r.destinationServiceName,
     destination_service_namespace: r.destinationServiceNamespace,
@@ -219,7 +306,7 @@ export class Metrics {
   readonly registry = new client.Registry();
   readonly #series = new Map<string, Series>();
   /** The label values of the last request recorded, and its series. */
-  readonly #last: string[] = new Array<string>(14).fill("");
+  readonly #last: string[] = new Array<string>(15).fill("");
   #lastSeries: Series | undefined;
   readonly #tcp: {
     opened: client.Counter<string>;
@@ -367,7 +454,7 @@ export class Metrics {
 
   recordRequest(r: RequestRecord): void {
     const code = String(r.responseCode);
-    // The series is found by its 14 label values. Most requests repeat the
+    // The series is found by its 15 label values. Most requests repeat the
     // last one's, mostly the very same strings: compared one by one, they
     // find its series without building and hashing a key string.
     const k = this.#last;
@@ -380,12 +467,13 @@ export class Metrics {
     same = put(k, 5, r.destinationNamespace) && same;
     same = put(k, 6, r.destinationPrincipal) && same;
     same = put(k, 7, r.destinationService) && same;
-    same = put(k, 8, r.destinationCluster) && same;
+    same = put(k, 8, r.destinationMeta.key) && same;
     same = put(k, 9, r.requestProtocol) && same;
     same = put(k, 10, code) && same;
     same = put(k, 11, r.grpcResponseStatus) && same;
     same = put(k, 12, r.responseFlags) && same;
     same = put(k, 13, r.connectionSecurityPolicy) && same;
+    same = put(k, 14, r.sourceMeta.key) && same;
     if (same) {
       this.#count(this.#lastSeries!, r);
       return;
@@ -401,17 +489,14 @@ export class Metrics {
           source_workload: r.sourceWorkload,
           source_workload_namespace: r.sourceNamespace,
           source_principal: r.sourcePrincipal,
-          source_app: r.sourceWorkload,
-          source_version: "unknown",
+          ...metaLabels("source", r.sourceMeta),
           destination_workload: r.destinationWorkload,
           destination_workload_namespace: r.destinationNamespace,
           destination_principal: r.destinationPrincipal,
-          destination_app: r.destinationWorkload,
-          destination_version: "unknown",
+          ...metaLabels("destination", r.destinationMeta),
           destination_service: r.destinationService,
           destination_service_name: r.destinationServiceName,
           destination_service_namespace: r.destinationServiceNamespace,
-          destination_cluster: r.destinationCluster,
           request_protocol: r.requestProtocol,
           response_code: code,
           grpc_response_status: r.grpcResponseStatus,
