@@ -492,7 +492,12 @@ function _lb(
   return lb;
 }
 
-/** Istio's policy merge for `tls`: rule, rule's port, subset, subset's port. */
+/**
+ * Istio's policy merge for `tls`, as for loadBalancer: the rule's, replaced
+ * by its port-level entry for the port (which does not inherit: no tls there
+ * is none), then the subset's when set, replaced by the subset's port-level
+ * entry. None (undefined) is auto mTLS.
+ */
 function _tlsMode(
   dr: DestinationRule | undefined,
   subset: string,
@@ -501,10 +506,16 @@ function _tlsMode(
   const portLevel = (tp: TrafficPolicy | undefined) =>
     tp?.portLevelSettings?.find((p) => p.port.number === port);
   const top = dr?.spec.trafficPolicy;
+  let tls = top?.tls;
+  const topPort = portLevel(top);
+  if (topPort !== undefined) tls = topPort.tls;
   const sub = subset === ""
     ? undefined
     : dr?.spec.subsets.find((s) => s.name === subset)?.trafficPolicy;
-  return (portLevel(sub)?.tls ?? sub?.tls ?? portLevel(top)?.tls ?? top?.tls)?.mode;
+  if (sub?.tls !== undefined) tls = sub.tls;
+  const subPort = portLevel(sub);
+  if (subPort !== undefined) tls = subPort.tls;
+  return tls?.mode;
 }
 
 function _weighted(

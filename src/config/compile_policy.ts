@@ -6,8 +6,10 @@
  *
  * Merge, as Istio merges traffic policies, per component (connectionPool,
  * outlierDetection, retryBudget each whole): the rule's top-level component,
- * replaced by its portLevelSettings entry for the port when that entry has
- * the component, then by the subset's, then by the subset's port-level one.
+ * replaced by its portLevelSettings entry for the port (for connectionPool and
+ * outlierDetection even when that entry leaves them out: port-level settings
+ * do not inherit), then by the subset's when it sets one, then by the
+ * subset's port-level entry, again whole.
  * Defaults are Istio's (outlier: 5 consecutive 5xx, 10s interval, 30s base
  * ejection, 10% max ejected, 0% min health; limits: unlimited) and, for the
  * retry budget, Envoy's retry_budget defaults (20% of active requests, at
@@ -46,11 +48,16 @@ export function clusterPolicy(
   let pool: ConnectionPoolSettings | undefined;
   let outlier: OutlierDetection | undefined;
   let budget: TrafficPolicy["retryBudget"];
-  for (const l of layers) {
-    if (l?.connectionPool !== undefined) pool = l.connectionPool;
-    if (l?.outlierDetection !== undefined) outlier = l.outlierDetection;
-    if (l?.retryBudget !== undefined) budget = l.retryBudget;
-  }
+  // As Istio merges: a port-level entry replaces connectionPool and
+  // outlierDetection whole (what it leaves out is the default, not the
+  // rule's); the subset overrides only what it sets.
+  layers.forEach((l, i) => {
+    const portEntry = i % 2 === 1;
+    if (l === undefined) return;
+    if (portEntry || l.connectionPool !== undefined) pool = l.connectionPool;
+    if (portEntry || l.outlierDetection !== undefined) outlier = l.outlierDetection;
+    if (l.retryBudget !== undefined) budget = l.retryBudget;
+  });
   if (pool === undefined && outlier === undefined && budget === undefined && hash === undefined) {
     return undefined;
   }

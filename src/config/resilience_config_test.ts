@@ -92,6 +92,32 @@ Deno.test("a subset's component replaces the rule's whole component", () => {
   assert.equal(sub.outlier!.consecutive5xx, 3, "outlierDetection inherited");
 });
 
+Deno.test("a port-level entry replaces connectionPool, outlierDetection and tls whole, as in Istio", () => {
+  const top = `{connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}},
+    outlierDetection: {consecutive5xxErrors: 1}, tls: {mode: DISABLE},
+    portLevelSettings: [{port: {number: 80}, loadBalancer: {simple: RANDOM}}]}`;
+  const c = clusters(dr(top, `{outlierDetection: {consecutive5xxErrors: 4}}`));
+  const all = c.get("outbound|80||svc.example.internal")!;
+  // The port's entry sets only loadBalancer: the rest is Istio's default, not the rule's.
+  assert.equal(all.policy?.limits, undefined, "no connection limits");
+  assert.equal(all.policy?.outlier, undefined, "no outlier detection");
+  assert.equal(all.tlsMode, undefined, "tls not inherited: auto mTLS");
+  // A subset without port-level entries overrides only what it sets.
+  const a = c.get("outbound|80|a|svc.example.internal")!;
+  assert.equal(a.policy?.outlier?.consecutive5xx, 4);
+  assert.equal(a.policy?.limits, undefined);
+  // A subset's own port-level entry replaces the subset's components too.
+  const c2 = clusters(dr(
+    `{connectionPool: {tcp: {maxConnections: 2}}}`,
+    `{outlierDetection: {consecutive5xxErrors: 4}, tls: {mode: DISABLE},
+      portLevelSettings: [{port: {number: 80}, connectionPool: {tcp: {maxConnections: 9}}}]}`,
+  ));
+  const a2 = c2.get("outbound|80|a|svc.example.internal")!;
+  assert.equal(a2.policy?.limits?.maxConnections, 9);
+  assert.equal(a2.policy?.outlier, undefined);
+  assert.equal(a2.tlsMode, undefined);
+});
+
 Deno.test("consistentHash keys compile; simple and consistentHash together are refused", () => {
   const c = clusters(dr(`{loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 0s}}}}`));
   assert.deepEqual(c.get("outbound|80||svc.example.internal")!.policy!.hash, {
