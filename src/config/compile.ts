@@ -457,9 +457,30 @@ class _Compiler {
     if (tlsMode !== undefined) cluster.tlsMode = tlsMode;
     const policy = clusterPolicy(dr, subset, port, _lb(dr, subset, port)?.consistentHash);
     if (policy !== undefined) cluster.policy = policy;
-    this.#clusters.set(name, cluster);
-    return cluster;
+    const same = _sameAsBefore(cluster);
+    this.#clusters.set(name, same);
+    return same;
   }
+}
+
+/**
+ * The last compiled cluster of each name. Load balancer, outlier detector,
+ * circuit breaker and retry budget state is kept per Cluster object, so a
+ * config that defines a cluster exactly as before gets the same object back:
+ * its ejections, in-flight counts and limits carry across the reload, as
+ * Envoy keeps an unchanged cluster across updates. A changed cluster starts
+ * afresh.
+ */
+const _previous = new Map<string, { key: string; cluster: Cluster }>();
+
+function _sameAsBefore(cluster: Cluster): Cluster {
+  const key = _canonical(cluster);
+  const before = _previous.get(cluster.name);
+  if (before !== undefined && before.key === key) return before.cluster;
+  // Names of clusters long gone would pile up across many configs: start over past a bound.
+  if (_previous.size >= 10_000) _previous.clear();
+  _previous.set(cluster.name, { key, cluster });
+  return cluster;
 }
 
 function _endpointPort(ports: Record<string, number>, sp: ServicePort): number {

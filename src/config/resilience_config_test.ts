@@ -212,3 +212,30 @@ Deno.test("remora.dev annotations: unknown keys, bad values and unknown routes a
     [`${p}: only applies to a VirtualService`],
   );
 });
+
+Deno.test("a reload keeps an unchanged cluster's object (and its state); a changed one is new", () => {
+  const text = dr(`{outlierDetection: {consecutive5xxErrors: 2}}`);
+  const first = clusters(text);
+  const other = `---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: other}
+spec:
+  hosts: [other.example.internal]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.2}]
+`;
+  // An unrelated resource added: the same cluster object, so outlier and breaker state carry over.
+  const second = clusters(text + other);
+  const name = "outbound|80||svc.example.internal";
+  assert.equal(second.get(name), first.get(name));
+  assert.equal(
+    second.get("outbound|80|a|svc.example.internal"),
+    first.get("outbound|80|a|svc.example.internal"),
+  );
+  // The rule changed: a new cluster with the new policy.
+  const third = clusters(dr(`{outlierDetection: {consecutive5xxErrors: 3}}`) + other);
+  assert.notEqual(third.get(name), first.get(name));
+  assert.equal(third.get(name)!.policy!.outlier!.consecutive5xx, 3);
+});

@@ -15,13 +15,16 @@ import { get, parseMetrics, type Remora, scrape, startRemora, sumMetric } from "
 const HOST = "svc.example.internal";
 const CLUSTER = `outbound|80||${HOST}`;
 
-async function withRemora(yaml: string, fn: (r: Remora) => Promise<void>): Promise<void> {
+async function withRemora(
+  yaml: string,
+  fn: (r: Remora, file: string) => Promise<void>,
+): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "remora-resilience-" });
   let r: Remora | undefined;
   try {
     await Deno.writeTextFile(`${dir}/mesh.yaml`, yaml);
     r = await startRemora(["--config", `${dir}/mesh.yaml`]);
-    await fn(r);
+    await fn(r, `${dir}/mesh.yaml`);
   } finally {
     await r?.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -35,6 +38,16 @@ async function closeAll(ups: Array<{ close(): Promise<void> }>): Promise<void> {
 async function metric(r: Remora, name: string, labels: Record<string, string> = {}) {
   return sumMetric(parseMetrics(await scrape(r)), name, labels);
 }
+
+const UNRELATED = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: unrelated }
+spec:
+  hosts: [unrelated.example.internal]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.9 }]
+`;
 
 const RETRIES = { attempts: 3, retryOn: "5xx,reset,connect-failure" };
 
@@ -86,7 +99,7 @@ Deno.test("outlier detection: a dead endpoint is ejected and traffic shifts; /co
         },
       },
     });
-    await withRemora(yaml, async (r) => {
+    await withRemora(yaml, async (r, file) => {
       const first = await load(r.outbound, {
         host: HOST,
         total: 30,
@@ -115,6 +128,23 @@ Deno.test("outlier detection: a dead endpoint is ejected and traffic shifts; /co
       assert.equal(c.policy.outlierDetection.consecutive5xx, 2);
       const ejected = c.state.outlier.find((h: { ejected: boolean }) => h.ejected);
       assert.equal(ejected.address, `127.0.0.1:${dead}`);
+
+      // A reload that leaves this cluster as it was keeps its ejection.
+      const version = dump.version;
+      await Deno.writeTextFile(file, `${yaml}\n---\n${UNRELATED}`);
+      const deadline = Date.now() + 10_000;
+      while (JSON.parse((await get(r.admin, "/config_dump")).body).version === version) {
+        assert.ok(Date.now() < deadline, "the reload within 10s");
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      const later = await load(r.outbound, {
+        host: HOST,
+        total: 20,
+        concurrency: 2,
+        timeoutMs: 20_000,
+      });
+      assert.deepEqual(new Set(later.statuses), new Set([200]), "still ejected after the reload");
+      assert.equal(await metric(r, "remora_outlier_ejections_total", { cluster: CLUSTER }), 1);
     });
   } finally {
     await closeAll(ups);
