@@ -32,16 +32,23 @@ async function write(dst: BufConn, data: Uint8Array): Promise<void> {
 
 /**
  * Relays one message body framed by `framing` from `src` to `dst`, consuming
- * exactly its bytes from `src`. Returns the number of body bytes on the wire.
+ * exactly its bytes from `src`. Returns the number of body bytes on the wire;
+ * of those, chunked framing (sizes, line ends, trailers) is also passed to
+ * `onFraming`, once at the end.
  */
-export function relayBody(src: BufConn, dst: BufConn, framing: Framing): Promise<number> {
+export function relayBody(
+  src: BufConn,
+  dst: BufConn,
+  framing: Framing,
+  onFraming?: (bytes: number) => void,
+): Promise<number> {
   switch (framing.kind) {
     case "none":
       return Promise.resolve(0);
     case "length":
       return relayLength(src, dst, framing.length);
     case "chunked":
-      return relayChunked(src, dst);
+      return relayChunked(src, dst, onFraming);
     case "close":
       return relayUntilClose(src, dst);
   }
@@ -95,6 +102,8 @@ export class ChunkedScanner {
   #size = 0;
   #digits = 0;
   #remaining = 0;
+  /** Chunk data bytes scanned so far (the body without its framing). */
+  payload = 0;
 
   get done(): boolean {
     return this.#state === C.Done;
@@ -134,6 +143,7 @@ export class ChunkedScanner {
           const n = Math.min(this.#remaining, end - i);
           i += n;
           this.#remaining -= n;
+          this.payload += n;
           if (this.#remaining === 0) this.#state = C.DataCr;
           break;
         }
@@ -194,7 +204,11 @@ function hexValue(b: number): number {
   return -1;
 }
 
-async function relayChunked(src: BufConn, dst: BufConn): Promise<number> {
+async function relayChunked(
+  src: BufConn,
+  dst: BufConn,
+  onFraming?: (bytes: number) => void,
+): Promise<number> {
   const scanner = new ChunkedScanner();
   let total = 0;
   while (!scanner.done) {
@@ -211,6 +225,7 @@ async function relayChunked(src: BufConn, dst: BufConn): Promise<number> {
     src.consume(n);
     total += n;
   }
+  onFraming?.(total - scanner.payload);
   return total;
 }
 

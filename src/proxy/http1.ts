@@ -146,6 +146,8 @@ class Exchange {
   #status = 0;
   #requestBytes = 0;
   #responseBytes = 0;
+  #responseFramingBytes = 0;
+  #requestFramingBytes = 0;
   #responded = false;
   #grpcStatus = "";
   /** Whether remora answered the client's Expect: 100-continue itself. */
@@ -563,7 +565,12 @@ class Exchange {
     }
     if (body === undefined) {
       attempt.bodyDone = false;
-      attempt.body = relayBody(this.#client, conn, this.#head.framing).then(
+      const framing = this.#head.framing;
+      // Chunk framing is told apart for access logs (a callback only where there is any).
+      const onFraming = framing.kind === "chunked"
+        ? (n: number) => this.#requestFramingBytes += n
+        : undefined;
+      attempt.body = relayBody(this.#client, conn, framing, onFraming).then(
         (n) => {
           this.#requestBytes += n;
           attempt.bodyDone = true;
@@ -688,6 +695,7 @@ class Exchange {
         await writeOrSideError(this.#client, out);
         this.#responseBytes += out.length;
       }
+      this.#responseFramingBytes += out.length;
       if (upgraded) {
         const counts = await relay(this.#client, a.conn);
         this.#requestBytes += counts.aToB;
@@ -695,9 +703,12 @@ class Exchange {
         this.#record(fwd.labels, a.up);
         return false;
       }
-      this.#responseBytes += dechunk
-        ? await relayDechunked(a.conn, this.#client)
-        : await relayBody(a.conn, this.#client, framing);
+      this.#responseBytes += dechunk ? await relayDechunked(a.conn, this.#client) : await relayBody(
+        a.conn,
+        this.#client,
+        framing,
+        framing.kind === "chunked" ? (n) => this.#responseFramingBytes += n : undefined,
+      );
     } catch (e) {
       a.conn.close();
       this.#flags.push(e instanceof SideError && e.side === "dst" ? "DC" : "UC");
@@ -818,6 +829,7 @@ class Exchange {
     this.#responded = true;
     const n = await writeLocal(this.#client, status, body, extra, keep);
     this.#responseBytes += n;
+    this.#responseFramingBytes += n - (body === "" ? 0 : encoder.encode(body).length + 1);
   }
 
   #record(labels: Forward["labels"], up: Upstream | undefined): void {
@@ -831,6 +843,8 @@ class Exchange {
       startMs: this.#start,
       requestBytes: this.#requestBytes,
       responseBytes: this.#responseBytes,
+      requestFramingBytes: this.#head.size + this.#requestFramingBytes,
+      responseFramingBytes: this.#responseFramingBytes,
       trace: this.#trace,
       method: this.#head.method,
       path: this.#requestView?.path ?? this.#head.target,

@@ -190,6 +190,8 @@ export class Http2Engine {
         startMs: start,
         requestBytes,
         responseBytes,
+        requestFramingBytes: 0,
+        responseFramingBytes: 0,
         trace,
         method,
         path,

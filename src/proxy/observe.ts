@@ -69,8 +69,15 @@ export interface ExchangeFacts {
   grpc: boolean;
   grpcStatus: string;
   startMs: number;
+  /** Bytes of the request and of the response, heads included (as Istio's size metrics count). */
   requestBytes: number;
   responseBytes: number;
+  /**
+   * Of those, what is not body: the head and chunked framing (0 over HTTP/2,
+   * where only DATA is counted). Access logs count bodies, as Envoy does.
+   */
+  requestFramingBytes: number;
+  responseFramingBytes: number;
   // For spans and access logs (references only: nothing is built unless they are on).
   /** What `TelemetryHook.onRequest` returned, when the request was forwarded. */
   trace: RequestTrace | undefined;

@@ -386,8 +386,9 @@ export class TelemetryHook {
       protocol: x.protocol,
       responseCode: x.status,
       responseFlags: flags,
-      bytesReceived: x.requestBytes,
-      bytesSent: x.responseBytes,
+      // Envoy's BYTES_RECEIVED and BYTES_SENT: body bytes.
+      bytesReceived: x.requestBytes - x.requestFramingBytes,
+      bytesSent: x.responseBytes - x.responseFramingBytes,
       durationMs,
       upstreamHost: x.upstream === undefined ? "" : hostPort(x.upstream.host, x.upstream.port),
       upstreamCluster: x.labels.cluster,

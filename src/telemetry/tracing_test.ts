@@ -52,6 +52,8 @@ function facts(over: Partial<ExchangeFacts> = {}): ExchangeFacts {
     startMs: performance.now(),
     requestBytes: 10,
     responseBytes: 20,
+    requestFramingBytes: 0,
+    responseFramingBytes: 0,
     trace: undefined,
     method: "GET",
     path: "/x?y=1",

@@ -40,8 +40,23 @@ Deno.test("access log: JSON lines with Envoy's fields, one per request", async (
     assert.equal(ok.status, 200);
     const nf = await curl([`http://127.0.0.1:${r.inbound}/status/404`]);
     assert.equal(nf.status, 404);
-    assert.ok(await eventually(() => jsonLines(r.stdout()).length >= 2));
-    const [a, b] = jsonLines(r.stdout());
+    const post = await curl(["--data-binary", "hello world", `http://127.0.0.1:${r.inbound}/p`]);
+    assert.equal(post.status, 200);
+    const chunked = await curl([
+      "-H",
+      "transfer-encoding: chunked",
+      "--data-binary",
+      "hello world",
+      `http://127.0.0.1:${r.inbound}/p`,
+    ]);
+    assert.equal(chunked.status, 200);
+    assert.ok(await eventually(() => jsonLines(r.stdout()).length >= 4));
+    const [a, b, c, d] = jsonLines(r.stdout());
+    assert.equal(d!.bytes_received, 11, "chunk framing is not body");
+    // Envoy's BYTES_RECEIVED / BYTES_SENT: bodies, without the heads.
+    assert.equal(a!.bytes_received, 0);
+    assert.equal(a!.bytes_sent, new TextEncoder().encode(ok.body).length);
+    assert.equal(c!.bytes_received, 11);
     for (const f of FIELDS) assert.ok(f in a!, `field ${f} in ${JSON.stringify(a)}`);
     assert.equal(a!.method, "GET");
     assert.equal(a!.path, "/a?b=c");
