@@ -201,6 +201,18 @@ class Exchange {
         );
         return false;
       }
+      // A tunnel would carry bytes past the service's routes and policies:
+      // as an Istio sidecar, remora tunnels only to hosts outside the registry.
+      if (decision.cluster !== undefined && !decision.cluster.passthrough) {
+        await this.#local(
+          404,
+          `remora: CONNECT to ${view.authority} is refused: it is a service of the mesh, send its requests through the proxy instead`,
+          "NR",
+          false,
+        );
+        this.#record(decision.labels, undefined);
+        return false;
+      }
       await this.#connect(decision);
       this.#record(decision.labels, undefined);
       return false;

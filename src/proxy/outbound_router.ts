@@ -99,7 +99,9 @@ export class OutboundRouter implements HttpRouter {
     if (hit === undefined) {
       return localReply(
         404,
-        `remora: no route matched ${req.method} ${pathOnly(req.path)} on ${vhost.serviceHost}`,
+        `remora: no route matched ${req.method} ${
+          req.method === "CONNECT" ? req.authority : pathOnly(req.path)
+        } on ${vhost.serviceHost}`,
         "NR",
         labels,
       );

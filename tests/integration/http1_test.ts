@@ -445,6 +445,50 @@ Deno.test("CONNECT tunnels bytes to the upstream", async () => {
   });
 });
 
+Deno.test("CONNECT to a service of the mesh is refused: a tunnel would skip its routes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-connect-" });
+  const u = await startUpstream("u1");
+  let r: Remora | undefined;
+  try {
+    await Deno.writeTextFile(
+      `${dir}/mesh.yaml`,
+      `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: svc }
+spec:
+  hosts: [svc.example.internal]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { http: ${u.port} } }]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: svc }
+spec:
+  hosts: [svc.example.internal]
+  http:
+  - match: [{ uri: { prefix: /direct } }]
+    directResponse: { status: 418 }
+  - route: [{ destination: { host: svc.example.internal } }]
+`,
+    );
+    r = await startRemora(["--config", `${dir}/mesh.yaml`]);
+    const tunnel = await curl(["-p", ...proxy(r), "http://svc.example.internal/direct"]);
+    assert.match(tunnel.headers, /^HTTP\/1\.1 404/m);
+    assert.equal(u.requests + u.connections, 0, "nothing reached the service");
+    // Its requests through the proxy get the routes.
+    const routed = await curl([...proxy(r), "http://svc.example.internal/direct"]);
+    assert.equal(routed.status, 418);
+    // A host outside the registry is still tunnelled (ALLOW_ANY).
+    const outside = await curl(["-p", ...proxy(r), `http://127.0.0.1:${u.port}/t`]);
+    assert.equal(outside.status, 200, outside.body);
+  } finally {
+    await r?.stop();
+    await u.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
 Deno.test("remora's own admin, stats and health ports are not reachable through the proxy", async () => {
   await withProxy(async (r) => {
     for (const port of [r.admin, r.stats, r.health, r.outbound, r.inbound]) {
