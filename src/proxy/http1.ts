@@ -606,6 +606,16 @@ class Exchange {
         if (conn.buffered > 0) {
           end = findHeadEnd(conn.buf, conn.start, conn.end);
           if (end !== -1) break;
+          // A server-first protocol (SMTP, MySQL) greets with what is not HTTP: no head will come.
+          if (!startsLikeHttp(conn.buf, conn.start, conn.end)) {
+            conn.close();
+            this.#flags.push("UPE");
+            return {
+              failure: "reset",
+              detail: "upstream answered with bytes that are not an HTTP response",
+              status: 502,
+            };
+          }
           if (conn.buffered > MAX_HEAD_BYTES) {
             conn.close();
             return {
@@ -913,6 +923,16 @@ async function writeOrSideError(c: BufConn, data: Uint8Array): Promise<void> {
 const encoder = new TextEncoder();
 
 /** Writes a complete local reply; returns the bytes written. */
+const HTTP_PREFIX = [72, 84, 84, 80, 47]; // "HTTP/"
+
+/** Whether buf[start, end) can be the start of an HTTP/1 response ("HTTP/" so far). */
+function startsLikeHttp(buf: Uint8Array, start: number, end: number): boolean {
+  for (let i = 0; i < HTTP_PREFIX.length && start + i < end; i++) {
+    if (buf[start + i] !== HTTP_PREFIX[i]) return false;
+  }
+  return true;
+}
+
 export async function writeLocal(
   client: BufConn,
   status: number,

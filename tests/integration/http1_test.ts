@@ -176,6 +176,42 @@ Deno.test("a 101 the client did not ask for is a 502, and what follows is not re
   }
 });
 
+Deno.test("an upstream that greets with something not HTTP gets a 502 at once, not a hang", async () => {
+  // A server-first protocol on the port (SMTP-like): it speaks first and keeps the connection open.
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  const open: Deno.Conn[] = [];
+  const serving = (async () => {
+    for await (const c of l) {
+      open.push(c);
+      await c.write(new TextEncoder().encode("220 smtp.example ESMTP ready\r\n")).catch(() => 0);
+    }
+  })().catch(() => {});
+  let r: Remora | undefined;
+  try {
+    r = await startRemora(["--app-port", String(port)]);
+    const viaProxy = await curl(["--max-time", "5", ...proxy(r), `http://127.0.0.1:${port}/x`]);
+    const inbound = await curl(["--max-time", "5", `http://127.0.0.1:${r.inbound}/x`]);
+    for (const res of [viaProxy, inbound]) {
+      assert.equal(res.status, 502, res.body);
+      assert.match(res.body, /not an HTTP response/);
+    }
+    const metrics = await scrape(r);
+    assert.match(metrics, /response_code="502"[^}]*response_flags="UPE"/);
+  } finally {
+    await r?.stop();
+    l.close();
+    for (const c of open) {
+      try {
+        c.close();
+      } catch {
+        // Closed by remora already.
+      }
+    }
+    await serving;
+  }
+});
+
 Deno.test("hop-by-hop headers are not forwarded, end-to-end headers are", async () => {
   await withProxy(async (r, u) => {
     const res = await rawRequest(
