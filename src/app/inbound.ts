@@ -60,6 +60,18 @@ export interface InboundOptions {
   serving?(): boolean;
 }
 
+const warnedStrict = new Set<number>();
+
+/** Once per port: PeerAuthentication STRICT applies, but remora has no identity to do mTLS with. */
+function warnStrictWithoutIdentity(port: number): void {
+  if (warnedStrict.has(port)) return;
+  warnedStrict.add(port);
+  log.warn(
+    "PeerAuthentication STRICT applies but remora has no mesh identity (--identity-dir or --control): every connection to the port is refused",
+    { port },
+  );
+}
+
 export function startInbound(o: InboundOptions): { listener: Listener; h2: LazyHttp2 } {
   const router = new InboundRouter({ getConfig: o.getConfig, appPort: o.appPort });
   const observer = {
@@ -87,7 +99,13 @@ export function startInbound(o: InboundOptions): { listener: Listener; h2: LazyH
     }
     const port = info.originalDst?.port ?? o.appPort ?? 0;
     const identity = o.identity;
-    const mode = identity === undefined ? "DISABLE" : o.peerAuthMode(port);
+    const policy = o.peerAuthMode(port);
+    if (identity === undefined && policy === "STRICT") {
+      // No identity, so no mTLS: STRICT can only refuse (it must not become plaintext).
+      warnStrictWithoutIdentity(port);
+      return;
+    }
+    const mode = identity === undefined ? "DISABLE" : policy;
     // Mesh clients speak first (TLS), so a server-first port skips detection only without mTLS.
     if (mode === "DISABLE" && (SERVER_FIRST_PORTS.has(port) || memory.has("127.0.0.1", port))) {
       return serveTcp(c, info, tcp, false);

@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { type Ca, initCa, issueCert, writeIssued } from "../../src/identity/ca.ts";
 import {
+  curl,
   type Echo,
   type Remora,
   startRemora,
@@ -452,4 +453,29 @@ Deno.test("mtls: large bodies cross the mTLS hop intact, both ways", async () =>
       await Deno.remove(file);
     }
   });
+});
+
+Deno.test("mtls: STRICT without an identity refuses every connection instead of serving plaintext", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-strict-noid-" });
+  const app = await startUpstream("app");
+  let r: Remora | undefined;
+  try {
+    await Deno.writeTextFile(
+      `${dir}/mesh.yaml`,
+      `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: default }
+spec: { mtls: { mode: STRICT } }
+`,
+    );
+    r = await startRemora(["--config", `${dir}/mesh.yaml`, "--app-port", String(app.port)]);
+    const res = await curl(["--max-time", "5", `http://127.0.0.1:${r.inbound}/x`]);
+    assert.notEqual(res.code, 0, "the connection is closed unanswered");
+    assert.equal(app.requests + app.connections, 0, "nothing reached the app");
+    assert.match(r.stderr(), /STRICT applies but remora has no mesh identity/);
+  } finally {
+    await r?.stop();
+    await app.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
 });
