@@ -177,6 +177,21 @@ export class ConfigWatcher {
   }
 
   async #reload(): Promise<void> {
+    // An empty file is most likely one being written (truncated first, as a
+    // shell redirection does): applying it would drop every policy until the
+    // rest arrives. A file with only a comment is an empty config on purpose.
+    const text = await Deno.readTextFile(this.path).catch(() => undefined);
+    if (this.#dir.closed) return;
+    if (text !== undefined && text.trim() === "") {
+      this.#opts.onError([{
+        file: this.path,
+        index: -1,
+        path: "",
+        message:
+          "the file is empty (being written?); the last good config stays (write a comment to mean an empty config)",
+      }]);
+      return;
+    }
     const result = await loadConfigFiles([this.path], this.#opts.workload);
     if (this.#dir.closed) return;
     this.#follow();

@@ -240,3 +240,30 @@ Deno.test("ConfigWatcher follows a ConfigMap volume's ..data swap and a link to 
     }
   });
 });
+
+Deno.test("ConfigWatcher refuses an empty file (a write in progress) but takes a comment-only one", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/remora.yaml`;
+    await Deno.writeTextFile(path, GOOD(90));
+    const first = await loadConfigFiles([path]);
+    assert.ok(first.ok);
+    const rec = recorder();
+    const watcher = new ConfigWatcher(path, {
+      ...rec,
+      currentVersion: first.config.version,
+      debounceMs: 50,
+    });
+    try {
+      await sleep(100);
+      await Deno.writeTextFile(path, ""); // truncated, the rest not written yet
+      await waitFor(() => rec.refusals.length === 1, "the refusal");
+      assert.match(rec.refusals[0]![0]!.message, /the file is empty/);
+      assert.equal(rec.configs.length, 0, "the last good config stays");
+      await Deno.writeTextFile(path, "# nothing for now\n");
+      await waitFor(() => rec.configs.length === 1, "the comment-only config");
+      assert.equal(rec.configs[0]!.hosts.size, 0);
+    } finally {
+      await watcher.close();
+    }
+  });
+});

@@ -18,7 +18,7 @@ import { ControlAgent } from "./agent.ts";
 import { ControlChannel, ControlError } from "./client.ts";
 import { newKeyAndCsr } from "./csr.ts";
 import { ControlServer } from "./server.ts";
-import { snapshotOf } from "./snapshot.ts";
+import { loadSnapshotDir, snapshotOf } from "./snapshot.ts";
 import { parseControlUrl } from "./target.ts";
 import { bearerToken, Tokens } from "./tokens.ts";
 
@@ -202,4 +202,23 @@ Deno.test("control: --control URLs", () => {
   assert.throws(() => parseControlUrl("http://x:1"), /must start with https:\/\//);
   assert.throws(() => parseControlUrl("https://x:1/path"), /without a path/);
   assert.throws(() => parseControlUrl("x:1:2"), /not a URL|https/);
+});
+
+Deno.test("a config directory with an empty file (one being written) is refused, naming it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-snapshot-" });
+  try {
+    await Deno.writeTextFile(`${dir}/good.yaml`, GOOD);
+    await Deno.writeTextFile(`${dir}/policy.yaml`, "");
+    const r = await loadSnapshotDir(dir);
+    assert.equal(r.ok, false);
+    if (!r.ok) {
+      assert.deepEqual(r.errors.map((e) => e.file), ["policy.yaml"]);
+      assert.match(r.errors[0]!.message, /the file is empty/);
+    }
+    await Deno.writeTextFile(`${dir}/policy.yaml`, "# nothing yet\n");
+    const ok = await loadSnapshotDir(dir);
+    assert.equal(ok.ok, true);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -45,7 +45,18 @@ export async function loadSnapshotDir(dir: string): Promise<SnapshotResult> {
   const errors: ConfigError[] = [];
   for (const name of names) {
     try {
-      resources.push({ name, yaml: await Deno.readTextFile(`${dir}/${name}`) });
+      const yaml = await Deno.readTextFile(`${dir}/${name}`);
+      // Most likely being written (truncated first): publishing without it would drop its policies.
+      if (yaml.trim() === "") {
+        errors.push({
+          file: name,
+          index: -1,
+          path: "",
+          message: "the file is empty (being written?); write a comment to mean an empty file",
+        });
+        continue;
+      }
+      resources.push({ name, yaml });
     } catch (e) {
       // Removed between the listing and the read: the next event reloads.
       if (e instanceof Deno.errors.NotFound) continue;
