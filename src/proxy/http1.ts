@@ -941,12 +941,12 @@ export async function writeLocal(
   keep: boolean,
 ): Promise<number> {
   const bytes = encoder.encode(body === "" ? "" : body + "\n");
-  const headers: HeaderList = [
-    ...extra,
-    ["content-type", "text/plain; charset=utf-8"],
-    ["content-length", String(bytes.length)],
-    ["server", "remora"],
-  ];
+  // A route's response header operations may set the type (a JSON directResponse); the length is remora's.
+  const headers: HeaderList = extra.filter(([n]) => n !== "content-length");
+  if (!headers.some(([n]) => n === "content-type")) {
+    headers.push(["content-type", "text/plain; charset=utf-8"]);
+  }
+  headers.push(["content-length", String(bytes.length)], ["server", "remora"]);
   if (!keep) headers.push(["connection", "close"]);
   const head = serializeHead(`HTTP/1.1 ${status} ${reasonPhrase(status)}`, headers);
   const all = allocBytes(head.length + bytes.length);

@@ -634,3 +634,42 @@ Deno.test("a request head of 64 KiB or more gets 431 from remora", async () => {
     assert.equal(u.requests, 0);
   });
 });
+
+Deno.test("a directResponse whose route sets content-type sends that one type only", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-direct-" });
+  let r: Remora | undefined;
+  try {
+    await Deno.writeTextFile(
+      `${dir}/mesh.yaml`,
+      `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: svc }
+spec:
+  hosts: [svc.example.internal]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { http: 9 } }]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: svc }
+spec:
+  hosts: [svc.example.internal]
+  http:
+  - directResponse: { status: 200, body: { string: '{"ok":true}' } }
+    headers: { response: { set: { content-type: application/json, x-direct: "1" } } }
+`,
+    );
+    r = await startRemora(["--config", `${dir}/mesh.yaml`]);
+    const res = await curl([...proxy(r), "http://svc.example.internal/"]);
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.headers.match(/^content-type:.*$/gim)?.map((l) => l.trim()), [
+      "content-type: application/json",
+    ]);
+    assert.match(res.headers, /^x-direct: 1/m);
+    assert.equal(JSON.parse(res.body).ok, true);
+  } finally {
+    await r?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
