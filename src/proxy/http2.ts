@@ -200,8 +200,19 @@ export class Http2Engine {
         conn: info,
         upstream: up,
       });
+    /** A local reply (a gRPC one to gRPC requests) and its record with the status sent. */
+    const reply = (
+      labels: Forward["labels"],
+      status: number,
+      body: string,
+      up: Upstream | undefined,
+      extra: Array<[string, string]> = [],
+    ) => {
+      const g = respondLocal(stream, status, body, extra, grpc);
+      finish(labels, grpc ? 200 : status, up, g);
+    };
     if (hp === undefined || method === "CONNECT") {
-      respondLocal(stream, 400, "remora: :authority is missing or malformed");
+      respondLocal(stream, 400, "remora: :authority is missing or malformed", [], grpc);
       return;
     }
     const view: RequestView = {
@@ -224,8 +235,7 @@ export class Http2Engine {
       if (d.flags !== "") flags.push(d.flags);
       // Local replies are traced and logged too (the context is read from the request).
       trace = this.#opts.telemetry?.onRequest(headerListOf(headers));
-      respondLocal(stream, d.status, d.body, d.headers);
-      finish(d.labels, d.status, undefined, "");
+      reply(d.labels, d.status, d.body, undefined, d.headers);
       return;
     }
     const route = d.route;
@@ -237,8 +247,7 @@ export class Http2Engine {
     if (fault?.abort !== undefined && Math.random() * 100 < fault.abort.percentage) {
       flags.push("FI");
       trace = this.#opts.telemetry?.onRequest(headerListOf(headers));
-      respondLocal(stream, fault.abort.status, "fault filter abort");
-      finish(d.labels, fault.abort.status, undefined, "");
+      reply(d.labels, fault.abort.status, "fault filter abort", undefined);
       return;
     }
 
@@ -303,8 +312,7 @@ export class Http2Engine {
         const up = d.next(previous);
         if (up === undefined) {
           flags.push("UH");
-          respondLocal(stream, 503, "no healthy upstream");
-          finish(d.labels, 503, undefined, "");
+          reply(d.labels, 503, "no healthy upstream", undefined);
           return;
         }
         previous = up;
@@ -315,13 +323,13 @@ export class Http2Engine {
         if (over !== undefined) {
           stats.overflow(d.labels.cluster, over);
           flags.push("UO");
-          respondLocal(
-            stream,
+          reply(
+            d.labels,
             503,
             "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            undefined,
             [["x-envoy-overloaded", "true"]],
           );
-          finish(d.labels, 503, undefined, "");
           return;
         }
         d.begin(up);
@@ -374,16 +382,16 @@ export class Http2Engine {
         if (n > 1) flags.push("URX");
         const status = outcome.kind === "timeout" ? 504 : outcome.status ?? 503;
         flags.push(outcome.kind === "timeout" ? "UT" : outcome.kind === "connect" ? "UF" : "UC");
-        respondLocal(
-          stream,
+        reply(
+          d.labels,
           status,
           outcome.kind === "timeout"
             ? "upstream request timeout"
             : `upstream connect error or disconnect/reset before headers. reset reason: ${
               outcome.kind === "connect" ? "connection failure" : "connection termination"
             }, detail: ${outcome.detail}`,
+          up,
         );
-        finish(d.labels, status, up, "");
         return;
       }
     } finally {
@@ -565,15 +573,32 @@ type Outcome =
   | { kind: "connect"; detail: string; status?: number }
   | { kind: "reset"; detail: string; status?: number };
 
+/**
+ * Sends remora's own answer. To a gRPC request it is a trailers-only gRPC
+ * response, as Envoy's local replies are: HTTP 200, the status mapped to a
+ * grpc-status, the text as grpc-message (a gRPC client would read a text
+ * body as a message frame). Returns the grpc-status sent, "" for plain HTTP.
+ */
 function respondLocal(
   stream: http2.ServerHttp2Stream,
   status: number,
   body: string,
   extra: Array<[string, string]> = [],
-): void {
+  grpc = false,
+): string {
+  const grpcStatus = grpc ? String(grpcStatusOf(status)) : "";
   if (stream.destroyed || stream.headersSent) {
     if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
-    return;
+    return grpcStatus;
+  }
+  if (grpc) {
+    const h: http2.OutgoingHttpHeaders = { ":status": 200 };
+    for (const [k, v] of extra) h[k] = v;
+    h["content-type"] = "application/grpc";
+    h["grpc-status"] = grpcStatus;
+    if (body !== "") h["grpc-message"] = grpcMessage(body);
+    stream.respond(h, { endStream: true });
+    return grpcStatus;
   }
   const h: http2.OutgoingHttpHeaders = {
     ":status": status,
@@ -582,4 +607,38 @@ function respondLocal(
   for (const [k, v] of extra) h[k] = v;
   stream.respond(h);
   stream.end(body === "" ? "" : body + "\n");
+  return "";
+}
+
+/** The grpc-status for an HTTP status, as Envoy maps its local replies (gRPC's HTTP mapping). */
+export function grpcStatusOf(status: number): number {
+  if (status >= 200 && status < 300) return 0;
+  switch (status) {
+    case 400:
+      return 13; // INTERNAL
+    case 401:
+      return 16; // UNAUTHENTICATED
+    case 403:
+      return 7; // PERMISSION_DENIED
+    case 404:
+      return 12; // UNIMPLEMENTED
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return 14; // UNAVAILABLE
+    default:
+      return 2; // UNKNOWN
+  }
+}
+
+/** grpc-message is percent-encoded outside printable ASCII (and "%" itself). */
+function grpcMessage(text: string): string {
+  let out = "";
+  for (const b of new TextEncoder().encode(text)) {
+    out += b >= 0x20 && b <= 0x7e && b !== 0x25
+      ? String.fromCharCode(b)
+      : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
 }

@@ -185,3 +185,74 @@ except grpc.RpcError as e:
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("grpc: remora's own replies to gRPC calls are gRPC statuses (directResponse, timeout)", async () => {
+  let server: ServerProcess | undefined;
+  let r: Remora | undefined;
+  const dir = await Deno.makeTempDir({ prefix: "remora-grpc-local-" });
+  try {
+    server = await startServerProcess(PYTHON, [`${TESTDATA}grpc_echo_server.py`]);
+    await Deno.writeTextFile(
+      `${dir}/mesh.yaml`,
+      `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: echo }
+spec:
+  hosts: [echo.grpc.internal]
+  ports: [{ number: 50051, name: grpc, protocol: GRPC }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { grpc: ${server.port} } }]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: echo }
+spec:
+  hosts: [echo.grpc.internal]
+  http:
+  - match: [{ headers: { x-case: { exact: direct } } }]
+    directResponse: { status: 503, body: { string: "closed for maintenance, 100%" } }
+  - match: [{ headers: { x-case: { exact: denied } } }]
+    directResponse: { status: 403 }
+  - timeout: 300ms
+    route: [{ destination: { host: echo.grpc.internal } }]
+`,
+    );
+    r = await startRemora(["--config", `${dir}/mesh.yaml`]);
+    const call = async (method: string, kase: string, request: string) => {
+      const code = `
+import grpc, sys, json
+ch = grpc.insecure_channel("127.0.0.1:${
+        r!.outbound
+      }", options=[("grpc.default_authority", "echo.grpc.internal:50051")])
+f = ch.unary_unary("/remora.test.Echo/" + sys.argv[1])
+try:
+    out = f(sys.argv[3].encode(), metadata=(("x-case", sys.argv[2]),), timeout=10)
+    print(json.dumps({"code": "OK", "body": out.decode()}))
+except grpc.RpcError as e:
+    print(json.dumps({"code": e.code().name, "details": e.details()}))
+`;
+      const out = await exec(PYTHON, ["-c", code, method, kase, request], { timeoutMs: 30_000 });
+      assert.equal(out.code, 0, out.stderr);
+      return JSON.parse(out.stdout) as { code: string; body?: string; details?: string };
+    };
+    assert.deepEqual(await call("Unary", "direct", "x"), {
+      code: "UNAVAILABLE",
+      details: "closed for maintenance, 100%",
+    });
+    assert.equal((await call("Unary", "denied", "x")).code, "PERMISSION_DENIED");
+    assert.deepEqual(await call("Slow", "slow", "2000"), {
+      code: "UNAVAILABLE",
+      details: "upstream request timeout",
+    });
+    assert.deepEqual(await call("Unary", "fine", "hello"), { code: "OK", body: "hello" });
+    const text = await scrape(r);
+    assert.ok(
+      requestsTotal(text, { response_flags: "UT", grpc_response_status: "14" }) >= 1,
+      text,
+    );
+  } finally {
+    await r?.stop();
+    await server?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
