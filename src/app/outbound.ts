@@ -46,6 +46,8 @@ export interface OutboundOptions {
   tcpIdleTimeoutMs: number;
 }
 
+const HTTP_PROTOCOLS: ReadonlySet<string> = new Set(["HTTP", "HTTP2", "GRPC"]);
+
 export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: LazyHttp2 } {
   const router = new OutboundRouter({ getConfig: o.getConfig, ownPorts: o.ownPorts });
   const observer = {
@@ -66,15 +68,21 @@ export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: 
   };
   const handle = async (c: BufConn, info: ConnInfo): Promise<void> => {
     const dst = info.originalDst;
+    let waitMs = Infinity;
     if (dst !== undefined) {
       const found = findByOriginalDst(o.getConfig(), dst.host, dst.port);
-      const declaredTcp = found !== undefined && declaredProtocol(found.vhost) === "TCP";
-      if (declaredTcp || SERVER_FIRST_PORTS.has(dst.port) || memory.has(dst.host, dst.port)) {
+      const declared = found === undefined ? "UNKNOWN" : declaredProtocol(found.vhost);
+      if (
+        declared === "TCP" || SERVER_FIRST_PORTS.has(dst.port) || memory.has(dst.host, dst.port)
+      ) {
         return serveTcp(c, info, tcp, false);
       }
+      // A port declared HTTP is HTTP whenever its client speaks (a pool may connect early),
+      // as on Istio, where only undeclared ports are sniffed.
+      if (!HTTP_PROTOCOLS.has(declared)) waitMs = o.detectionTimeoutMs;
     }
     // An explicit-proxy client (no original destination) always speaks first.
-    const protocol = await detectWithin(c, dst === undefined ? Infinity : o.detectionTimeoutMs);
+    const protocol = await detectWithin(c, waitMs);
     switch (protocol) {
       case "http1":
         return serveHttp1(c, info, h1);

@@ -281,6 +281,36 @@ Deno.test({
         );
       });
 
+      await t.step(
+        "a client that connects to a port declared HTTP and speaks late is still served as HTTP",
+        async () => {
+          const before = sum(await w.scrape("a"), "istio_requests_total", {
+            destination_service: "web.mesh.internal",
+          });
+          // Silent for twice the detection timeout (300ms), as a pooled client that connects early.
+          const late = [
+            "import socket, time",
+            `s = socket.create_connection(("${w.vip}", 80))`,
+            "time.sleep(0.6)",
+            "s.sendall(b'GET /name.txt HTTP/1.1\\r\\nHost: web.mesh.internal\\r\\nConnection: close\\r\\n\\r\\n')",
+            "data = b''",
+            "while True:",
+            "    chunk = s.recv(4096)",
+            "    if not chunk: break",
+            "    data += chunk",
+            "print(data.decode().split('\\r\\n')[0])",
+          ].join("\n");
+          const r = await pods.exec("a", [PYTHON3, "-c", late]);
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(r.stdout.trim(), "HTTP/1.1 200 OK");
+          // Counted as an HTTP request of the service, not relayed as opaque TCP.
+          const after = sum(await w.scrape("a"), "istio_requests_total", {
+            destination_service: "web.mesh.internal",
+          });
+          assert.equal(after, before + 1);
+        },
+      );
+
       await t.step("a server-first protocol works, and its destination is remembered", async () => {
         for (let i = 0; i < 2; i++) {
           const r = await pods.exec("a", [PYTHON3, PEER, "greet-client", b!.ip, "2525"]);
