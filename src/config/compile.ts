@@ -17,8 +17,8 @@
  *   Cluster port 0 means "the request's port".
  * - `hosts` keys: "host:port" per service port and "host" alone, which maps to
  *   the first declared port (used when the port is unknown). Cluster-local
- *   FQDNs also answer to "x", "x.ns", "x.ns.svc"; a full name always wins over
- *   a short form, and the bare "x" prefers the workload's own namespace.
+ *   FQDNs also answer to "x.ns" and "x.ns.svc", and to the bare "x" when "ns"
+ *   is the workload's own namespace; a full name always wins over a short form.
  * - `addresses`: ServiceEntry VIPs as "ip:port" ("[v6]:port") and "ip";
  *   `endpointAddresses`: STATIC endpoints as "ip:port" at the endpoint's own
  *   port (traffic to an endpoint stays with it; this only names its service).
@@ -253,8 +253,14 @@ class _Compiler {
     const m = _CLUSTER_LOCAL.exec(host);
     if (m === null) return [[host, 0]];
     const [, name, ns] = m;
+    // The bare "x" is only the workload's own namespace's service, as in Kubernetes DNS and Istio.
     const own = ns === (this.#meta.namespace ?? "default");
-    return [[host, 0], [`${name}.${ns}.svc`, 1], [`${name}.${ns}`, 1], [name!, own ? 2 : 3]];
+    const names: Array<[string, number]> = [[host, 0], [`${name}.${ns}.svc`, 1], [
+      `${name}.${ns}`,
+      1,
+    ]];
+    if (own) names.push([name!, 2]);
+    return names;
   }
 
   #defaultVhost(host: string, se: ServiceEntry, port: number): VirtualHost {

@@ -93,7 +93,7 @@ Deno.test("compile: a ServiceEntry answers to its FQDN, short names and VIPs; en
   assert.equal(c.outboundTrafficPolicy, "ALLOW_ANY");
 });
 
-Deno.test("compile: a bare short name prefers the workload's namespace; full names win", () => {
+Deno.test("compile: a bare short name is the workload's namespace's service; full names win", () => {
   const two = SE.split("---")[0]! + "---" +
     SE.split("---")[0]!.replace(
       "metadata: {name: reviews}",
@@ -105,6 +105,10 @@ Deno.test("compile: a bare short name prefers the workload's namespace; full nam
   assert.equal(inProd.hosts.get("reviews.default")?.namespace, "default");
   const inDefault = build(two);
   assert.equal(inDefault.hosts.get("reviews")?.namespace, "default");
+  // From a third namespace the bare name is nobody's (Kubernetes DNS would not find it either).
+  const inOther = build(two, { namespace: "other" });
+  assert.equal(inOther.hosts.get("reviews"), undefined);
+  assert.equal(inOther.hosts.get("reviews.prod")?.namespace, "prod");
 });
 
 Deno.test("compile: subset clusters select endpoints whose labels contain the subset's", () => {
