@@ -277,7 +277,7 @@ class _Compiler {
         totalWeight: 100,
         rewrite: undefined,
         timeoutMs: undefined,
-        retry: undefined,
+        retry: _DEFAULT_RETRY,
         fault: undefined,
         requestHeaders: undefined,
         responseHeaders: undefined,
@@ -616,11 +616,24 @@ function _headerOps(h: HeaderOperations | undefined): HeaderOps | undefined {
   };
 }
 
-/** Istio's default retryOn when a route sets retries without it. */
-const _DEFAULT_RETRY_ON = ["connect-failure", "refused-stream", "retriable-status-codes", "503"];
+/** Istio's default retryOn (its DefaultPolicy), also when a route sets retries without it. */
+const _DEFAULT_RETRY_ON = [
+  "connect-failure",
+  "refused-stream",
+  "unavailable",
+  "cancelled",
+  "retriable-status-codes",
+  "503",
+];
 
+/**
+ * A route's retry policy. Without `retries` it is Istio's default: 2 retries
+ * on connect failures, refused streams, 503 and gRPC UNAVAILABLE/CANCELLED.
+ * `attempts: 0` turns retries off.
+ */
 function _retry(r: HTTPRetry | undefined): RetryPolicy | undefined {
-  if (r === undefined || r.attempts === 0) return undefined;
+  if (r === undefined) return _DEFAULT_RETRY;
+  if (r.attempts === 0) return undefined;
   const on = new Set(r.retryOn ?? _DEFAULT_RETRY_ON);
   const codes = new Set<number>();
   for (const c of on) if (/^\d+$/.test(c)) codes.add(Number(c));
@@ -646,6 +659,8 @@ const _GRPC_RETRY_ON: Record<string, number[]> = {
   "internal": [13],
   "unavailable": [14],
 };
+
+const _DEFAULT_RETRY: RetryPolicy = Object.freeze(_retry({ attempts: 2 })!);
 
 /** JSON with object keys sorted at every level, so equal content hashes equal. */
 function _canonical(v: unknown): string {

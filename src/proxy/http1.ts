@@ -311,7 +311,7 @@ class Exchange {
     applyHeaderOps(headers, fwd.destination.requestHeaders);
     if (head.framing.kind === "chunked") headers.push(["transfer-encoding", "chunked"]);
     if (upgrade) headers.push(["connection", "upgrade"]);
-    const requestHead = serializeHead(`${head.method} ${fwd.path} HTTP/1.1`, headers);
+    const line = `${head.method} ${fwd.path} HTTP/1.1`;
 
     const retry = route?.retry;
     // Bodies small enough are kept so that the request can be sent again.
@@ -334,11 +334,17 @@ class Exchange {
     const breaker = breakerFor(cluster);
     const stats = this.#opts.metrics.resilience;
     const name = fwd.labels.cluster;
+    // The upstream sees which attempt this is, as with Envoy's x-envoy-attempt-count (last field).
+    if (repeats) headers.push(["x-envoy-attempt-count", "1"]);
+    const requestHead = serializeHead(line, headers);
     let headFor = (_n: number) => requestHead;
     if (repeats) {
-      // The upstream sees which attempt this is, as with Envoy's x-envoy-attempt-count.
-      const line = `${head.method} ${fwd.path} HTTP/1.1`;
-      headFor = (n) => serializeHead(line, [...headers, ["x-envoy-attempt-count", String(n)]]);
+      headFor = (n) => {
+        if (n === 1) return requestHead;
+        const again = headers.slice();
+        again[again.length - 1] = ["x-envoy-attempt-count", String(n)];
+        return serializeHead(line, again);
+      };
     }
     /** Drops a response that will not be used, with its circuit-breaker slot. */
     const discard = (r: AttemptResult) => {

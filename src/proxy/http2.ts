@@ -370,7 +370,9 @@ export class Http2Engine {
           finish(d.labels, outcome.status, up, outcome.grpcStatus);
           return;
         }
-        if (!last && canReplay()) {
+        // The route's timeout ends the request, retries or not (as Envoy's global timeout does).
+        const expired = deadline !== Infinity && performance.now() >= deadline;
+        if (!last && canReplay() && !expired) {
           const refused = budget!.tryRetry();
           if (refused === undefined) {
             retrying = true;

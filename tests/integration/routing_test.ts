@@ -324,11 +324,16 @@ Deno.test("a route timeout answers 504 when the upstream is slower", async () =>
   });
 });
 
-Deno.test("retries on 5xx turn failures into a 200; without retries the 503 passes through", async () => {
+Deno.test("retries on 5xx turn failures into a 200; Istio's default retries 503 twice; attempts 0 passes it through", async () => {
   const http = [
     {
       match: [{ headers: { "x-retry": { exact: "yes" } } }],
       retries: { attempts: 3, retryOn: "5xx" },
+      route: [dest("v1")],
+    },
+    {
+      match: [{ headers: { "x-retry": { exact: "off" } } }],
+      retries: { attempts: 0 },
       route: [dest("v1")],
     },
     { route: [dest("v1")] },
@@ -340,7 +345,7 @@ Deno.test("retries on 5xx turn failures into a 200; without retries the 503 pass
     assert.match(ok.body, /ok after 2 failures from v1/);
     assert.equal(v1.requests, 3);
 
-    const fail = await m.get("/fail-first/2/plain");
+    const fail = await m.get("/fail-first/2/plain", ["-H", "x-retry: off"]);
     assert.equal(fail.status, 503);
     assert.match(fail.body, /failure 1 from v1/, "the upstream's own 503 is passed through");
     assert.equal(v1.requests, 4);
@@ -350,6 +355,15 @@ Deno.test("retries on 5xx turn failures into a 200; without retries the 503 pass
     assert.equal(spent.status, 503);
     assert.match(spent.body, /failure 4 from v1/);
     assert.equal(v1.requests, 8);
+
+    // A route without retries gets Istio's default: 2 retries on 503 (and connect failures).
+    const dflt = await m.get("/fail-first/2/default");
+    assert.equal(dflt.status, 200, dflt.body);
+    assert.equal(v1.requests, 11);
+    const over = await m.get("/fail-first/5/over");
+    assert.equal(over.status, 503);
+    assert.match(over.body, /failure 3 from v1/);
+    assert.equal(v1.requests, 14);
   });
 });
 
