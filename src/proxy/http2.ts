@@ -31,6 +31,7 @@ import { setClientCertHeader } from "./xfcc.ts";
 import { type RequestView, splitAuthority } from "./route_match.ts";
 import type { Forward, HttpRouter, Upstream } from "./target.ts";
 import type { RequestTrace } from "../telemetry/tracing.ts";
+import { attemptHttp1 } from "./h2_to_h1.ts";
 
 export interface Http2Options extends Observer {
   router: HttpRouter;
@@ -336,6 +337,7 @@ export class Http2Engine {
         let outcome: Outcome;
         try {
           outcome = await this.#attempt(stream, out, up, {
+            http1: d.cluster?.protocol === "HTTP",
             perTryMs: Math.min(deadline - performance.now(), retry?.perTryTimeoutMs ?? Infinity),
             // A retriable status is held back unless this is the last attempt.
             holdStatus: last || retry === undefined
@@ -406,19 +408,9 @@ export class Http2Engine {
     stream: http2.ServerHttp2Stream,
     out: http2.OutgoingHttpHeaders,
     up: Upstream,
-    o: {
-      perTryMs: number;
-      /** Whether to drop this response and retry: by status and a trailers-only grpc-status. */
-      holdStatus: ((status: number, grpcStatus: string) => boolean) | undefined;
-      responseHeaders: Array<HeaderOps | undefined>;
-      onResponseBytes: (n: number) => void;
-      onRequestBytes: (n: number) => void;
-      /** The request body: none, the downstream stream's, or a kept copy sent again. */
-      request: "none" | "stream" | Uint8Array;
-      /** Where a streamed request body is copied to, for retries. */
-      keep: KeptBody | undefined;
-    },
+    o: AttemptOptions,
   ): Promise<Outcome> {
+    if (o.http1) return attemptHttp1(stream, out, up, this.#opts.pool, o);
     return new Promise<Outcome>((resolve) => {
       let settled = false;
       const settle = (x: Outcome) => {
@@ -543,7 +535,7 @@ export class Http2Engine {
 const REPLAY_LIMIT = 64 * 1024;
 
 /** A copy of a request body as it streams, kept while it is at most REPLAY_LIMIT bytes. */
-class KeptBody {
+export class KeptBody {
   ended = false;
   over = false;
   #chunks: Uint8Array[] = [];
@@ -569,7 +561,23 @@ class KeptBody {
   }
 }
 
-type Outcome =
+/** How one attempt runs (see `#attempt` and `attemptHttp1`). */
+export interface AttemptOptions {
+  /** The cluster's port is declared HTTP: HTTP/1.1 upstream, as Envoy's clusters for it are. */
+  http1: boolean;
+  perTryMs: number;
+  /** Whether to drop this response and retry: by status and a trailers-only grpc-status. */
+  holdStatus: ((status: number, grpcStatus: string) => boolean) | undefined;
+  responseHeaders: Array<HeaderOps | undefined>;
+  onResponseBytes: (n: number) => void;
+  onRequestBytes: (n: number) => void;
+  /** The request body: none, the downstream stream's, or a kept copy sent again. */
+  request: "none" | "stream" | Uint8Array;
+  /** Where a streamed request body is copied to, for retries. */
+  keep: KeptBody | undefined;
+}
+
+export type Outcome =
   | { kind: "done"; status: number; grpcStatus: string; flag?: string }
   | { kind: "timeout" }
   | { kind: "connect"; detail: string; status?: number }

@@ -16,12 +16,14 @@
 import assert from "node:assert/strict";
 import {
   curl,
+  type Echo,
   exec,
   type H2Echo,
   type H2Upstream,
   type Remora,
   startH2Upstream,
   startRemora,
+  startUpstream,
   writeConfig,
 } from "./harness.ts";
 
@@ -385,4 +387,68 @@ Deno.test("h2 clients that vanish with streams in flight break only their own co
     // Still the same process, still serving.
     assert.equal((await exec("kill", ["-0", String(r.pid)])).code, 0);
   });
+});
+
+Deno.test("h2c to a port declared HTTP goes upstream as HTTP/1.1, bodies both ways", async () => {
+  const app = await startUpstream("h1app");
+  let r: Remora | undefined;
+  try {
+    const config = await writeConfig(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: h1svc }
+spec:
+  hosts: [h1.svc.test]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { http: ${app.port} } }]
+`);
+    r = await startRemora(["--config", config]);
+    const url = `http://127.0.0.1:${r.outbound}`;
+    const get = await curl([...H2, "-H", "Host: h1.svc.test", `${url}/hello?x=1`]);
+    assert.equal(get.status, 200, get.body);
+    assert.match(get.headers, /^HTTP\/2 200/);
+    const echo = JSON.parse(get.body) as Echo;
+    assert.equal(echo.server, "h1app");
+    assert.equal(echo.url, "/hello?x=1");
+    assert.equal(echo.headers["host"], "h1.svc.test");
+    assert.equal(typeof echo.headers["x-request-id"], "string");
+    // A body with a length, and one without (sent chunked to the HTTP/1 app).
+    const post = await curl([
+      ...H2,
+      "-H",
+      "Host: h1.svc.test",
+      "--data-binary",
+      "0123456789",
+      `${url}/p`,
+    ]);
+    assert.equal((JSON.parse(post.body) as Echo).bodyBytes, 10);
+    const upload = await curl(
+      [...H2, "-H", "Host: h1.svc.test", "-T", "-", `${url}/up`],
+      { stdin: new Uint8Array(300_000).fill(7) },
+    );
+    assert.equal(upload.status, 200, upload.body);
+    assert.equal((JSON.parse(upload.body) as Echo).bodyBytes, 300_000);
+    const big = await curl([...H2, "-H", "Host: h1.svc.test", `${url}/bytes/1000000`]);
+    assert.equal(big.status, 200);
+    assert.equal(big.body.length, 1_000_000);
+    const missing = await curl([...H2, "-H", "Host: h1.svc.test", `${url}/status/404`]);
+    assert.equal(missing.status, 404);
+    // Several streams on one connection (nghttp), each answered.
+    const many = await exec("nghttp", [
+      "-n",
+      "-s",
+      "-H",
+      ":authority: h1.svc.test",
+      ...Array.from({ length: 10 }, (_, i) => `${url}/n${i}`),
+    ], { timeoutMs: 20_000 });
+    assert.equal(many.code, 0, many.stderr);
+    assert.equal(app.requests, 15, "five single requests and ten streams");
+    // Istio's default retries apply as on HTTP/1: two 503s, then the answer.
+    const retried = await curl([...H2, "-H", "Host: h1.svc.test", `${url}/fail-first/2/k`]);
+    assert.equal(retried.status, 200, retried.body);
+    assert.equal(app.requests, 18);
+  } finally {
+    await r?.stop();
+    await app.close();
+  }
 });

@@ -1,0 +1,238 @@
+/**
+ * One attempt of an HTTP/2 request (h2c or gRPC-less HTTP/2 from the client)
+ * against an upstream whose port is declared HTTP, that is HTTP/1.1: as
+ * Envoy's cluster for such a port speaks HTTP/1.1 whatever the client spoke.
+ *
+ * The request goes out as an HTTP/1.1 head (`:authority` as Host), its body
+ * by its Content-Length or else chunked; the response head comes back
+ * through the same parser as on the HTTP/1 listeners, and its body is
+ * written to the stream without HTTP/1 framing. The connection returns to
+ * the pool when the exchange ended cleanly. Outcomes are those of the
+ * HTTP/2 attempts (`http2.ts`), so retries, timeouts and metrics are shared.
+ */
+
+import type http2 from "node:http2";
+import { relayBody, relayDechunked } from "../http/h1_body.ts";
+import {
+  findHeadEnd,
+  type HeaderList,
+  MAX_HEAD_BYTES,
+  parseResponseHead,
+  type ResponseHead,
+  serializeHead,
+} from "../http/h1_head.ts";
+import { BufConn } from "../net/buf_conn.ts";
+import type { ByteConn } from "../net/byte_conn.ts";
+import type { AttemptOptions, Outcome } from "./http2.ts";
+import { applyHeaderOps } from "./policy.ts";
+import type { ConnPool } from "./pool.ts";
+import type { Upstream } from "./target.ts";
+
+/** Fields HTTP/2 forbids or that only framed the HTTP/1 message. */
+const NOT_FORWARDED = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+  "te",
+  "host",
+]);
+
+const encoder = new TextEncoder();
+
+export function attemptHttp1(
+  stream: http2.ServerHttp2Stream,
+  out: http2.OutgoingHttpHeaders,
+  up: Upstream,
+  pool: ConnPool,
+  o: AttemptOptions,
+): Promise<Outcome> {
+  return new Promise<Outcome>((resolve) => {
+    let settled = false;
+    /** The streamed request body goes chunked (it came without a content-length). */
+    let streamedChunked = false;
+    let conn: BufConn | undefined;
+    let responded = false;
+    const settle = (x: Outcome) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(x);
+    };
+    const timer = Number.isFinite(o.perTryMs)
+      ? setTimeout(() => {
+        conn?.close();
+        if (responded) {
+          stream.close(CANCEL);
+          settle({ kind: "done", status: 504, grpcStatus: "", flag: "UT" });
+        } else settle({ kind: "timeout" });
+      }, Math.max(1, o.perTryMs))
+      : undefined;
+    const gone = () => conn?.close();
+    stream.once("close", gone);
+    run().then(settle, (e) => {
+      conn?.close();
+      settle(
+        responded
+          ? { kind: "done", status: 0, grpcStatus: "", flag: "UC" }
+          : { kind: "reset", detail: (e as Error).message },
+      );
+    }).finally(() => stream.off("close", gone));
+
+    /** Sends the request on `c` and reads up to the final response head. */
+    async function exchange(c: BufConn, head: Uint8Array, method: string): Promise<ResponseHead> {
+      const body = o.request;
+      await c.writeAll(head);
+      if (body instanceof Uint8Array) {
+        if (body.length > 0) await c.writeAll(body);
+      } else if (body === "stream") {
+        // The body streams on while the response is awaited (a server may answer first).
+        sendBody(stream, c, streamedChunked, o).catch(() => c.close());
+      }
+      // The response head, by the HTTP/1 listeners' parser (1xx skipped: HTTP/2 has its own).
+      for (;;) {
+        let end = -1;
+        for (;;) {
+          if (c.buffered > 0) {
+            end = findHeadEnd(c.buf, c.start, c.end);
+            if (end !== -1) break;
+            if (c.buffered > MAX_HEAD_BYTES) throw new Error("upstream response head too large");
+          }
+          if (!(await c.fill())) throw new Error("upstream closed before the response head");
+        }
+        const res = parseResponseHead(c.buf, c.start, end, method);
+        c.consume(end - c.start);
+        if (res.status >= 200 || res.status === 101) return res;
+      }
+    }
+
+    async function run(): Promise<Outcome> {
+      const method = String(out[":method"] ?? "GET");
+      const headers: HeaderList = [["host", String(out[":authority"] ?? "")]];
+      let length: string | undefined;
+      for (const [k, v] of Object.entries(out)) {
+        if (k.startsWith(":") || NOT_FORWARDED.has(k) || v === undefined) continue;
+        if (k === "content-length") {
+          length = String(v);
+          continue;
+        }
+        for (const x of Array.isArray(v) ? v : [v]) headers.push([k, String(x)]);
+      }
+      const body = o.request;
+      if (body instanceof Uint8Array) headers.push(["content-length", String(body.length)]);
+      else if (body === "stream") {
+        streamedChunked = length === undefined;
+        headers.push(
+          length !== undefined ? ["content-length", length] : [
+            "transfer-encoding",
+            "chunked",
+          ],
+        );
+      } else if (method === "POST" || method === "PUT" || method === "PATCH") {
+        headers.push(["content-length", "0"]);
+      }
+      const head = serializeHead(`${method} ${String(out[":path"] ?? "/")} HTTP/1.1`, headers);
+
+      let c!: BufConn;
+      let res: ResponseHead | undefined;
+      // A pooled connection the upstream closed meanwhile fails at once: a replayable request
+      // gets one fresh connection (as on the HTTP/1 listeners).
+      for (let tries = 0; res === undefined; tries++) {
+        let reused: boolean;
+        try {
+          ({ conn: c, reused } = await pool.acquire(up));
+          conn = c;
+        } catch (e) {
+          return { kind: "connect", detail: (e as Error).message };
+        }
+        if (settled) {
+          c.close();
+          return { kind: "timeout" };
+        }
+        try {
+          res = await exchange(c, head, method);
+        } catch (e) {
+          c.close();
+          // Only when the upstream sent nothing at all: else the failure is the answer.
+          if (!reused || tries > 0 || body === "stream" || c.end > 0) throw e;
+        }
+      }
+      if (res.status === 101) {
+        c.close();
+        throw new Error("upstream switched protocols");
+      }
+      if (o.holdStatus?.(res.status, "")) {
+        c.close();
+        return { kind: "reset", detail: `status ${res.status}`, status: res.status };
+      }
+
+      const list: HeaderList = res.headers.filter(([k]) => !NOT_FORWARDED.has(k));
+      for (const ops of o.responseHeaders) applyHeaderOps(list, ops);
+      const rh: http2.OutgoingHttpHeaders = { ":status": res.status };
+      for (const [k, v] of list) {
+        const prev = rh[k];
+        rh[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
+      }
+      if (stream.destroyed) {
+        c.close();
+        return { kind: "done", status: res.status, grpcStatus: "", flag: "DC" };
+      }
+      responded = true;
+      if (res.framing.kind === "none") {
+        stream.respond(rh, { endStream: true });
+      } else {
+        stream.respond(rh);
+        const sink = new BufConn(streamSink(stream), 16);
+        const n = res.framing.kind === "chunked"
+          ? await relayDechunked(c, sink)
+          : await relayBody(c, sink, res.framing);
+        o.onResponseBytes(n);
+        await new Promise<void>((r) => stream.end(r));
+      }
+      if (res.keepAlive && res.framing.kind !== "close") pool.release(up, c);
+      else c.close();
+      return { kind: "done", status: res.status, grpcStatus: "" };
+    }
+  });
+}
+
+const CANCEL = 0x8; // NGHTTP2_CANCEL
+
+/** Copies the client's request body to the upstream, chunked when it has no length. */
+async function sendBody(
+  stream: http2.ServerHttp2Stream,
+  c: BufConn,
+  chunked: boolean,
+  o: AttemptOptions,
+): Promise<void> {
+  const keep = o.keep;
+  for await (const chunk of stream as AsyncIterable<Uint8Array>) {
+    o.onRequestBytes(chunk.length);
+    keep?.add(chunk);
+    if (chunk.length === 0) continue;
+    if (chunked) await c.writeAll(encoder.encode(`${chunk.length.toString(16)}\r\n`));
+    await c.writeAll(chunk);
+    if (chunked) await c.writeAll(CRLF);
+  }
+  if (keep !== undefined) keep.ended = true;
+  if (chunked) await c.writeAll(LAST_CHUNK);
+}
+
+const CRLF = encoder.encode("\r\n");
+const LAST_CHUNK = encoder.encode("0\r\n\r\n");
+
+/** The write side of an HTTP/2 stream as a ByteConn, for the body relays. */
+function streamSink(stream: http2.ServerHttp2Stream): ByteConn {
+  return {
+    read: () => Promise.resolve(null),
+    write: (p: Uint8Array) =>
+      new Promise((resolve, reject) => {
+        // The stream keeps the chunk until sent: the relays reuse their buffer.
+        const copy = p.slice();
+        stream.write(copy, (e?: Error | null) => e ? reject(e) : resolve(copy.length));
+      }),
+    closeWrite: () => stream.end(),
+    close: () => stream.close(CANCEL),
+  };
+}
