@@ -69,7 +69,11 @@ export function attemptHttp1(
         } else settle({ kind: "timeout" });
       }, Math.max(1, o.perTryMs))
       : undefined;
-    const gone = () => conn?.close();
+    // The client reset the stream: the upstream request is abandoned (DR, as Envoy reports it).
+    const gone = () => {
+      conn?.close();
+      settle({ kind: "done", status: 0, grpcStatus: "", flag: "DR" });
+    };
     stream.once("close", gone);
     run().then(settle, (e) => {
       conn?.close();

@@ -261,9 +261,12 @@ class Exchange {
     const head = this.#head;
     const route = fwd.route;
     const fault = route?.fault;
+    // The route's timeout counts from here: an injected delay comes before it, as in Envoy.
+    let routeStart = this.#start;
     if (fault?.delay !== undefined && Math.random() * 100 < fault.delay.percentage) {
       this.#flags.push("DI");
       await sleep(fault.delay.ms);
+      routeStart = performance.now();
     }
     if (fault?.abort !== undefined && Math.random() * 100 < fault.abort.percentage) {
       this.#flags.push("FI");
@@ -324,7 +327,7 @@ class Exchange {
 
     const routeTimeout = route?.timeoutMs;
     const deadline = routeTimeout !== undefined && routeTimeout > 0
-      ? this.#start + routeTimeout
+      ? routeStart + routeTimeout
       : Infinity;
     // Resilience state of the cluster: all undefined (no work) without a policy or retries.
     const cluster = fwd.cluster;

@@ -241,9 +241,12 @@ export class Http2Engine {
     }
     const route = d.route;
     const fault = route?.fault;
+    // The route's timeout counts from here: an injected delay comes before it, as in Envoy.
+    let routeStart = start;
     if (fault?.delay !== undefined && Math.random() * 100 < fault.delay.percentage) {
       flags.push("DI");
       await sleep(fault.delay.ms);
+      routeStart = performance.now();
     }
     if (fault?.abort !== undefined && Math.random() * 100 < fault.abort.percentage) {
       flags.push("FI");
@@ -300,7 +303,7 @@ export class Http2Engine {
     const canReplay = () => body === undefined || (body.ended && !body.over);
     const maxAttempts = retry !== undefined ? 1 + retry.attempts : 1;
     const timeoutMs = route?.timeoutMs;
-    const deadline = timeoutMs !== undefined && timeoutMs > 0 ? start + timeoutMs : Infinity;
+    const deadline = timeoutMs !== undefined && timeoutMs > 0 ? routeStart + timeoutMs : Infinity;
     let previous: Upstream | undefined;
     // Resilience (circuit_breaker.ts, retry_budget.ts, outlier.ts): no work without a policy.
     const breaker = breakerFor(d.cluster);
@@ -454,9 +457,20 @@ export class Http2Engine {
         if (keep !== undefined) stream.once("end", () => keep.ended = true);
         stream.pipe(ureq);
       } else if (o.request !== "none") ureq.end(o.request);
+      // The client reset the stream (a gRPC deadline, a cancel): the upstream stream is
+      // cancelled too and the attempt ends now, as Envoy's DR (downstream remote reset).
       stream.on("close", () => {
         if (!ureq.closed) ureq.close(http2.constants.NGHTTP2_CANCEL);
+        settle({ kind: "done", status: 0, grpcStatus: "", flag: "DR" });
       });
+      // A stream that closes without ending (cancelled from here, reset by the upstream
+      // without an error) ends the attempt too; 'end' and 'error' come first when there are any.
+      ureq.on("close", () =>
+        settle(
+          responded
+            ? { kind: "done", status: 0, grpcStatus: "", flag: "UC" }
+            : { kind: "reset", detail: "upstream stream closed" },
+        ));
       let trailers: http2.IncomingHttpHeaders | undefined;
       ureq.on("trailers", (t) => trailers = t);
       ureq.on("error", (e: Error & { code?: string }) => {

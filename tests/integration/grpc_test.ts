@@ -256,3 +256,60 @@ except grpc.RpcError as e:
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("grpc: calls the client cancels (deadline) free their slot at once and are reported DR", async () => {
+  let server: ServerProcess | undefined;
+  let r: Remora | undefined;
+  const dir = await Deno.makeTempDir({ prefix: "remora-grpc-cancel-" });
+  try {
+    server = await startServerProcess(PYTHON, [`${TESTDATA}grpc_echo_server.py`]);
+    await Deno.writeTextFile(
+      `${dir}/mesh.yaml`,
+      `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: echo }
+spec:
+  hosts: [echo.grpc.internal]
+  ports: [{ number: 50051, name: grpc, protocol: GRPC }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { grpc: ${server.port} } }]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: echo }
+spec:
+  host: echo.grpc.internal
+  trafficPolicy: { connectionPool: { http: { http2MaxRequests: 3 } } }
+`,
+    );
+    r = await startRemora(["--config", `${dir}/mesh.yaml`]);
+    const code = `
+import grpc, json
+ch = grpc.insecure_channel("127.0.0.1:${r.outbound}", options=[("grpc.default_authority", "echo.grpc.internal:50051")])
+out = []
+for i in range(3):
+    try:
+        ch.unary_unary("/remora.test.Echo/Slow")(b"3000", timeout=0.3)
+        out.append("OK")
+    except grpc.RpcError as e:
+        out.append(e.code().name)
+# Right after three cancelled calls, the limit of 3 must be free again.
+out.append(ch.unary_unary("/remora.test.Echo/Unary")(b"still here", timeout=5).decode())
+print(json.dumps(out))
+`;
+    const res = await exec(PYTHON, ["-c", code], { timeoutMs: 30_000 });
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), [
+      "DEADLINE_EXCEEDED",
+      "DEADLINE_EXCEEDED",
+      "DEADLINE_EXCEEDED",
+      "still here",
+    ]);
+    const text = await scrape(r);
+    assert.equal(requestsTotal(text, { response_code: "0", response_flags: "DR" }), 3, text);
+  } finally {
+    await r?.stop();
+    await server?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});

@@ -452,8 +452,10 @@ Deno.test("fault injection from a VirtualService: abort and delay", async () => 
       route: [dest("v1")],
     },
     {
-      match: [{ uri: { prefix: "/slow" } }],
+      match: [{ uri: { prefix: "/delay" } }],
       fault: { delay: { fixedDelay: "700ms", percentage: { value: 100 } } },
+      // The timeout counts after the injected delay (as Envoy's router timeout does).
+      timeout: "500ms",
       route: [dest("v1")],
     },
     { route: [dest("v1")] },
@@ -466,10 +468,11 @@ Deno.test("fault injection from a VirtualService: abort and delay", async () => 
     assert.equal(v1.requests, 0, "an aborted request never reaches the upstream");
 
     const t0 = performance.now();
-    const slow = await m.get("/slow");
+    // 700ms injected, then an upstream taking 300ms: within the 500ms route timeout.
+    const slow = await m.get("/delay/300");
     const took = performance.now() - t0;
-    assert.equal(slow.status, 200);
-    assert.ok(took >= 650, `delayed only ${took.toFixed(0)}ms`);
+    assert.equal(slow.status, 200, slow.body);
+    assert.ok(took >= 950, `delayed only ${took.toFixed(0)}ms`);
 
     const urls = Array.from({ length: 400 }, (_, i) => `${URL}/half/${i}`);
     const codes = await curlLines(["-x", `http://127.0.0.1:${m.r.outbound}`], urls);
