@@ -133,6 +133,8 @@ class _Compiler {
       } else if (r.kind === "DestinationRule") {
         if (!this.#dr.has(r.spec.host)) this.#dr.set(r.spec.host, r);
       } else if (r.kind === "VirtualService") {
+        // Bound to gateways only (ingress routes): not a sidecar's business.
+        if (!_forMesh(r.spec.gateways)) continue;
         for (const h of r.spec.hosts) if (!this.#vs.has(h)) this.#vs.set(h, r);
       }
     }
@@ -338,13 +340,14 @@ class _Compiler {
   }
 
   #l4Applies(m: L4MatchAttributes, port: number): boolean {
-    if (!this.#sourceOk(m.sourceLabels)) return false;
+    if (!this.#sourceOk(m.sourceLabels) || !_forMesh(m.gateways)) return false;
     return m.port === undefined || m.port === port;
   }
 
   #httpRoute(r: HTTPRoute, port: number): HttpRoute | undefined {
     const applicable = r.match.filter((m) =>
-      this.#sourceOk(m.sourceLabels) && (port === 0 || m.port === undefined || m.port === port)
+      this.#sourceOk(m.sourceLabels) && _forMesh(m.gateways) &&
+      (port === 0 || m.port === undefined || m.port === port)
     );
     if (r.match.length > 0 && applicable.length === 0) return undefined;
     const clusters = r.route.map((d) =>
@@ -487,6 +490,11 @@ function _sameAsBefore(cluster: Cluster): Cluster {
   if (_previous.size >= 10_000) _previous.clear();
   _previous.set(cluster.name, { key, cluster });
   return cluster;
+}
+
+/** Whether routes bound to `gateways` apply to sidecars: none named (the default), or "mesh". */
+function _forMesh(gateways: string[] | undefined): boolean {
+  return gateways === undefined || gateways.length === 0 || gateways.includes("mesh");
 }
 
 function _endpointPort(ports: Record<string, number>, sp: ServicePort): number {

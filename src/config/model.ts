@@ -108,6 +108,8 @@ export interface HTTPMatchRequest {
   port?: number;
   ignoreUriCase?: boolean;
   sourceLabels?: Record<string, string>;
+  /** Where the match applies; a sidecar applies it when "mesh" is one (or none are named). */
+  gateways?: string[];
 }
 
 export interface Destination {
@@ -180,6 +182,7 @@ export interface L4MatchAttributes {
   destinationSubnets?: string[];
   port?: number;
   sourceLabels?: Record<string, string>;
+  gateways?: string[];
 }
 
 export interface RouteDestination {

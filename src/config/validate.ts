@@ -253,6 +253,13 @@ function _crossCheck(
     names.set(key, ctx);
     switch (r.kind) {
       case "VirtualService":
+        // Only the routes bound to the mesh are the sidecar's (gateways may share a host).
+        if (
+          r.spec.gateways !== undefined && r.spec.gateways.length > 0 &&
+          !r.spec.gateways.includes("mesh")
+        ) {
+          break;
+        }
         r.spec.hosts.forEach((h, i) => {
           const other = vsHosts.get(h);
           if (other !== undefined) {

@@ -202,9 +202,9 @@ const BAD: BadCase[] = [
     errors: [["spec.http[0].fault.delay.percent", "cannot be used together with percentage"]],
   },
   {
-    name: "gateway other than mesh",
-    files: [vs(ROUTE, "  gateways: [bookinfo-gateway]\n"), DR_REVIEWS],
-    errors: [["spec.gateways[0]", 'only "mesh" is supported, got "bookinfo-gateway"']],
+    name: "empty gateway name",
+    files: [vs(ROUTE, '  gateways: [mesh, ""]\n'), DR_REVIEWS],
+    errors: [["spec.gateways[1]", "must not be empty"]],
   },
   {
     name: "subset the DestinationRule does not define",

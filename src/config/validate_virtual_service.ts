@@ -1,6 +1,7 @@
 /**
  * Validation of a VirtualService spec (Istio networking/v1
- * virtual_service.proto) for the mesh: hosts, gateways (only "mesh"), HTTP
+ * virtual_service.proto) for the mesh: hosts, gateways (any names; the sidecar
+ * applies what is bound to "mesh"), HTTP
  * routes (match, weighted route, redirect, directResponse, rewrite, timeout,
  * retries, fault, header operations) and TCP routes. Host names come out
  * resolved to FQDNs in the resource's namespace. Destinations that name a
@@ -75,10 +76,8 @@ export function validateVirtualServiceSpec(
   let gateways: string[] | undefined;
   if (spec.gateways !== undefined) {
     const gp = join(path, "gateways");
+    // Other gateways are accepted: a sidecar applies the "mesh" part (compile.ts).
     gateways = stringList(ctx, spec.gateways, gp);
-    gateways?.forEach((g, i) => {
-      if (g !== "mesh") ctx.err(`${gp}[${i}]`, `only "mesh" is supported, got "${g}"`);
-    });
   }
 
   const http: HTTPRoute[] = [];
@@ -219,8 +218,9 @@ function _httpMatch(ctx: Ctx, v: unknown, path: string): HTTPMatchRequest | unde
       "port",
       "ignoreUriCase",
       "sourceLabels",
+      "gateways",
     ],
-    ["gateways", "sourceNamespace", "statPrefix"],
+    ["sourceNamespace", "statPrefix"],
   );
   const before = ctx.errors.length;
   const out: HTTPMatchRequest = {};
@@ -249,6 +249,10 @@ function _httpMatch(ctx: Ctx, v: unknown, path: string): HTTPMatchRequest | unde
   if (o.sourceLabels !== undefined) {
     const l = labels(ctx, o.sourceLabels, join(path, "sourceLabels"));
     if (l !== undefined) out.sourceLabels = l;
+  }
+  if (o.gateways !== undefined) {
+    const g = stringList(ctx, o.gateways, join(path, "gateways"));
+    if (g !== undefined) out.gateways = g;
   }
   return ctx.errors.length > before ? undefined : out;
 }
@@ -608,7 +612,7 @@ function _tcpRoute(ctx: Ctx, v: unknown, path: string): TCPRoute | undefined {
 function _l4Match(ctx: Ctx, v: unknown, path: string): L4MatchAttributes | undefined {
   const o = obj(ctx, v, path);
   if (o === undefined) return undefined;
-  fields(ctx, o, path, ["port", "sourceLabels"], ["gateways", "sourceNamespace"], [
+  fields(ctx, o, path, ["port", "sourceLabels", "gateways"], ["sourceNamespace"], [
     "destinationSubnets",
   ]);
   const before = ctx.errors.length;
@@ -620,6 +624,10 @@ function _l4Match(ctx: Ctx, v: unknown, path: string): L4MatchAttributes | undef
   if (o.sourceLabels !== undefined) {
     const l = labels(ctx, o.sourceLabels, join(path, "sourceLabels"));
     if (l !== undefined) out.sourceLabels = l;
+  }
+  if (o.gateways !== undefined) {
+    const g = stringList(ctx, o.gateways, join(path, "gateways"));
+    if (g !== undefined) out.gateways = g;
   }
   return ctx.errors.length > before ? undefined : out;
 }

@@ -242,3 +242,41 @@ spec:
   assert.equal(routeOf({ "end-user": "jason" }, "/?trace=1&x=2"), "query");
   assert.equal(routeOf({ "end-user": "jason" }, "/?tracer=1"), "rest");
 });
+
+Deno.test("gateways: a sidecar applies what is bound to mesh and skips gateway-only routes", () => {
+  const cfg = config(`${REWRITES.split("---")[0]}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: ingress-only }
+spec:
+  hosts: [svc.example.internal]
+  gateways: [istio-system/public-gw]
+  http:
+  - name: ingress
+    route: [{ destination: { host: svc.example.internal } }]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: both }
+spec:
+  hosts: [svc.example.internal]
+  gateways: [mesh, istio-system/public-gw]
+  http:
+  - name: gw-match
+    match: [{ uri: { prefix: /a }, gateways: [istio-system/public-gw] }]
+    route: [{ destination: { host: svc.example.internal } }]
+  - name: mesh-match
+    match: [{ uri: { prefix: /a }, gateways: [mesh] }]
+    route: [{ destination: { host: svc.example.internal } }]
+  - name: rest
+    route: [{ destination: { host: svc.example.internal } }]
+`);
+  const r = new OutboundRouter({ getConfig: () => cfg, ownPorts: new Set() });
+  const routeOf = (path: string) => {
+    const d = r.route(req("svc.example.internal", 80, { path }));
+    return d.kind === "forward" ? d.route?.name : `local ${d.status}`;
+  };
+  // The gateway-only VirtualService is not the sidecar's: the one bound to mesh is used.
+  assert.equal(routeOf("/a/x"), "mesh-match");
+  assert.equal(routeOf("/b"), "rest");
+});
