@@ -9,6 +9,7 @@
  */
 
 import type { Resource } from "./api.ts";
+import { log } from "../log.ts";
 
 export interface CachedConfig {
   url: string;
@@ -34,10 +35,26 @@ export class ControlCache {
     this.dir = dir;
   }
 
-  /** The cached config, or undefined when there is none or it does not parse. */
+  /**
+   * The cached config, or undefined when there is none. One that cannot be
+   * read or parsed is not used either, and that is logged with the reason.
+   */
   async readConfig(): Promise<CachedConfig | undefined> {
+    const path = `${this.dir}/${_CONFIG}`;
+    let text: string;
     try {
-      const v = JSON.parse(await Deno.readTextFile(`${this.dir}/${_CONFIG}`));
+      text = await Deno.readTextFile(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) {
+        log.warn("the cached config cannot be read; it is not used", {
+          file: path,
+          error: (e as Error).message,
+        });
+      }
+      return undefined;
+    }
+    try {
+      const v = JSON.parse(text);
       if (
         typeof v?.url === "string" && typeof v.version === "string" &&
         Array.isArray(v.resources) &&
@@ -47,8 +64,12 @@ export class ControlCache {
       ) {
         return v as CachedConfig;
       }
-    } catch {
-      // Absent or unreadable: no cache.
+      log.warn("the cached config is not one remora wrote; it is not used", { file: path });
+    } catch (e) {
+      log.warn("the cached config is corrupt; it is not used", {
+        file: path,
+        error: (e as Error).message,
+      });
     }
     return undefined;
   }

@@ -15,6 +15,7 @@ import { initCa, issueCert } from "../identity/ca.ts";
 import { Metrics } from "../telemetry/metrics.ts";
 import { MeshIdentity } from "../tls/mtls.ts";
 import { ControlAgent } from "./agent.ts";
+import { ControlCache } from "./cache.ts";
 import { ControlChannel, ControlError } from "./client.ts";
 import { newKeyAndCsr } from "./csr.ts";
 import { ControlServer } from "./server.ts";
@@ -219,6 +220,24 @@ Deno.test("a config directory with an empty file (one being written) is refused,
     const ok = await loadSnapshotDir(dir);
     assert.equal(ok.ok, true);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a corrupt cached config is not used, and the log says why", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-cache-" });
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (s: string) => lines.push(s);
+  try {
+    const cache = new ControlCache(dir);
+    assert.equal(await cache.readConfig(), undefined, "none yet");
+    assert.deepEqual(lines, [], "an absent cache is not worth a warning");
+    await Deno.writeTextFile(`${dir}/config.json`, '{"url": "https://x", "vers');
+    assert.equal(await cache.readConfig(), undefined);
+    assert.match(lines.join("\n"), /the cached config is corrupt; it is not used.*config\.json/);
+  } finally {
+    console.error = original;
     await Deno.remove(dir, { recursive: true });
   }
 });
