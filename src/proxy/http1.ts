@@ -159,6 +159,10 @@ class Exchange {
   #trace: RequestTrace | undefined;
   /** Why the client's request body broke its framing, when it did. */
   #badBody: string | undefined;
+  /** The client closed its connection before the response began (Envoy's DC). */
+  #gone = false;
+  /** The upstream connection of the attempt under way, closed if the client goes. */
+  #upstream: BufConn | undefined;
 
   constructor(client: BufConn, head: RequestHead, info: ConnInfo, opts: Http1Options) {
     this.#client = client;
@@ -320,6 +324,9 @@ class Exchange {
     // Bodies small enough are kept so that the request can be sent again.
     const body = await preloadBody(this.#client, head.framing, REPLAY_LIMIT);
     const maxAttempts = body !== undefined && retry !== undefined ? 1 + retry.attempts : 1;
+    // With the request read in full, a read on the client finds out if it leaves while the
+    // upstream works (bytes of a pipelined request just wait in the buffer).
+    if (body !== undefined && head.upgrade === undefined) this.#watchClient();
     // Hedging (remora.dev/hedge-delay) only repeats safe requests without a body.
     const hedgeDelay = route?.hedge !== undefined && body?.length === 0 && hedgeable(head.method)
       ? route.hedge.delayMs
@@ -390,6 +397,7 @@ class Exchange {
     budget?.requestStarted();
     try {
       for (let n = 1;; n++) {
+        if (this.#gone) break;
         const up = fwd.next(previous);
         if (up === undefined) {
           result = { failure: "connect-failure", detail: "no healthy upstream", status: 503 };
@@ -440,6 +448,14 @@ class Exchange {
     } finally {
       if (retrying) budget!.retryEnded();
       budget?.requestEnded();
+    }
+    if (this.#gone) {
+      // Nobody to answer: recorded as Envoy does (response code 0, flag DC).
+      if (result !== undefined && !("failure" in result)) discard(result);
+      this.#flags.push("DC");
+      this.#status = 0;
+      this.#record(fwd.labels, undefined);
+      return false;
     }
     const failed = result === undefined || "failure" in result ||
       (retry !== undefined && retriesStatus(retry, result.head.status));
@@ -525,6 +541,8 @@ class Exchange {
       ctl.conn = conn;
       if (ctl.cancelled) conn.close();
     }
+    this.#upstream = conn;
+    if (this.#gone) conn.close();
     let timedOut = false;
     const timer = Number.isFinite(perTryMs)
       ? setTimeout(() => {
@@ -540,6 +558,7 @@ class Exchange {
         const fresh = await acquireConn(this.#opts.pool, this.#cluster, up).catch(() => undefined);
         if (fresh === undefined) return result;
         conn = fresh.conn;
+        this.#upstream = conn;
         if (ctl !== undefined) {
           ctl.conn = conn;
           if (ctl.cancelled) conn.close();
@@ -550,7 +569,17 @@ class Exchange {
       return result;
     } finally {
       clearTimeout(timer);
+      this.#upstream = undefined;
     }
+  }
+
+  /** Notes a client that closes before its response begins, and abandons the upstream attempt. */
+  #watchClient(): void {
+    this.#client.fill().then((more) => {
+      if (more || this.#responded) return;
+      this.#gone = true;
+      this.#upstream?.close();
+    });
   }
 
   /** Sends the request on `conn` and reads up to the final response head. */

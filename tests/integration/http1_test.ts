@@ -673,3 +673,41 @@ spec:
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("a client that leaves before its response is recorded as DC and its upstream request is dropped", async () => {
+  const u = await startUpstream("u1");
+  let r: Remora | undefined;
+  try {
+    r = await startRemora(["--app-port", String(u.port), "--access-log", "json"]);
+    for (
+      const [port, target] of [[r.outbound, `http://127.0.0.1:${u.port}/delay/3000`], [
+        r.inbound,
+        "/delay/3000",
+      ]] as const
+    ) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      await c.write(
+        new TextEncoder().encode(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${u.port}\r\n\r\n`),
+      );
+      await new Promise((res) => setTimeout(res, 200));
+      c.close();
+    }
+    // Recorded at once (not after the upstream's 3 s), with code 0 and flag DC.
+    let text = "";
+    const deadline = Date.now() + 2000;
+    while (Date.now() < deadline) {
+      text = await scrape(r);
+      if ((text.match(/response_code="0"[^}]*response_flags="DC"/g) ?? []).length >= 2) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.match(text, /reporter="source"[^}]*response_code="0"[^}]*response_flags="DC"/);
+    assert.match(text, /reporter="destination"[^}]*response_code="0"[^}]*response_flags="DC"/);
+    assert.doesNotMatch(text, /response_code="200"/, "nothing counted as served");
+    // The proxy goes on serving.
+    const ok = await curl([...proxy(r), `http://127.0.0.1:${u.port}/fine`]);
+    assert.equal(ok.status, 200);
+  } finally {
+    await r?.stop();
+    await u.close();
+  }
+});
