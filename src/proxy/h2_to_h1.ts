@@ -28,8 +28,12 @@ import { applyHeaderOps } from "./policy.ts";
 import type { ConnPool } from "./pool.ts";
 import type { Upstream } from "./target.ts";
 
-/** Fields HTTP/2 forbids or that only framed the HTTP/1 message. */
-const NOT_FORWARDED = new Set([
+/**
+ * Fields that are not carried across HTTP/2 (connection-specific, RFC 9113
+ * 8.2.2, plus host, which becomes :authority) or only framed an HTTP/1
+ * message. Shared with `http2.ts`.
+ */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "connection",
   "keep-alive",
   "proxy-connection",
@@ -116,7 +120,7 @@ export function attemptHttp1(
       const headers: HeaderList = [["host", String(out[":authority"] ?? "")]];
       let length: string | undefined;
       for (const [k, v] of Object.entries(out)) {
-        if (k.startsWith(":") || NOT_FORWARDED.has(k) || v === undefined) continue;
+        if (k.startsWith(":") || HOP_BY_HOP.has(k) || v === undefined) continue;
         if (k === "content-length") {
           length = String(v);
           continue;
@@ -171,7 +175,7 @@ export function attemptHttp1(
         return { kind: "reset", detail: `status ${res.status}`, status: res.status };
       }
 
-      const list: HeaderList = res.headers.filter(([k]) => !NOT_FORWARDED.has(k));
+      const list: HeaderList = res.headers.filter(([k]) => !HOP_BY_HOP.has(k));
       for (const ops of o.responseHeaders) applyHeaderOps(list, ops);
       const rh: http2.OutgoingHttpHeaders = { ":status": res.status };
       for (const [k, v] of list) {

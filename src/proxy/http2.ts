@@ -31,7 +31,7 @@ import { setClientCertHeader } from "./xfcc.ts";
 import { type RequestView, splitAuthority } from "./route_match.ts";
 import type { Forward, HttpRouter, Upstream } from "./target.ts";
 import type { RequestTrace } from "../telemetry/tracing.ts";
-import { attemptHttp1 } from "./h2_to_h1.ts";
+import { attemptHttp1, HOP_BY_HOP } from "./h2_to_h1.ts";
 
 export interface Http2Options extends Observer {
   router: HttpRouter;
@@ -72,16 +72,6 @@ const UNKNOWN_CONN: ConnInfo = {
 
 /** Where a downstream socket's `ConnInfo` is kept (node:http2 hands out proxies of sockets). */
 const CONN_INFO = Symbol("remora.connInfo");
-
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "transfer-encoding",
-  "upgrade",
-  "te",
-  "host",
-]);
 
 const ACTIVE = Symbol("remora.activeStreams");
 const DRAINING = Symbol("remora.draining");

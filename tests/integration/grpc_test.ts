@@ -123,86 +123,99 @@ Deno.test("grpc: 300 sequential calls on one channel all succeed, through both l
   });
 });
 
-Deno.test("grpc: retryOn unavailable retries a trailers-only UNAVAILABLE; without it the status passes", async () => {
-  let server: ServerProcess | undefined;
-  let r: Remora | undefined;
-  const dir = await Deno.makeTempDir({ prefix: "remora-grpc-retry-" });
-  try {
-    server = await startServerProcess(PYTHON, [`${TESTDATA}grpc_echo_server.py`]);
-    const route = (name: string, retryOn: string) => `
-  - name: ${name}
-    match: [{ headers: { x-case: { exact: ${name} } } }]
-    retries: { attempts: 3, retryOn: "${retryOn}" }
-    route: [{ destination: { host: echo.grpc.internal } }]`;
-    await Deno.writeTextFile(
-      `${dir}/mesh.yaml`,
-      `apiVersion: networking.istio.io/v1
+/** A ServiceEntry for the echo server, named echo.grpc.internal (port 50051), then `extra`. */
+function echoMesh(serverPort: number, extra = ""): string {
+  return `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: { name: echo }
 spec:
   hosts: [echo.grpc.internal]
   ports: [{ number: 50051, name: grpc, protocol: GRPC }]
   resolution: STATIC
-  endpoints: [{ address: 127.0.0.1, ports: { grpc: ${server.port} } }]
----
+  endpoints: [{ address: 127.0.0.1, ports: { grpc: ${serverPort} } }]
+${extra}`;
+}
+
+interface CallResult {
+  code: string;
+  body?: string;
+  details?: string;
+}
+
+/**
+ * Runs `fn` with the echo server and a remora configured by `mesh(serverPort)`;
+ * `call` makes one unary call through remora's outbound listener with python3-grpcio.
+ */
+async function withGrpcMesh(
+  mesh: (serverPort: number) => string,
+  fn: (
+    r: Remora,
+    call: (
+      method: string,
+      request: string,
+      opts?: { kase?: string; timeoutS?: number },
+    ) => Promise<CallResult>,
+  ) => Promise<void>,
+): Promise<void> {
+  let server: ServerProcess | undefined;
+  let r: Remora | undefined;
+  const dir = await Deno.makeTempDir({ prefix: "remora-grpc-mesh-" });
+  try {
+    server = await startServerProcess(PYTHON, [`${TESTDATA}grpc_echo_server.py`]);
+    await Deno.writeTextFile(`${dir}/mesh.yaml`, mesh(server.port));
+    r = await startRemora(["--config", `${dir}/mesh.yaml`]);
+    const code = `
+import grpc, sys, json
+ch = grpc.insecure_channel("127.0.0.1:${r.outbound}", options=[("grpc.default_authority", "echo.grpc.internal:50051")])
+f = ch.unary_unary("/remora.test.Echo/" + sys.argv[1])
+try:
+    out = f(sys.argv[2].encode(), metadata=(("x-case", sys.argv[3]),), timeout=float(sys.argv[4]))
+    print(json.dumps({"code": "OK", "body": out.decode()}))
+except grpc.RpcError as e:
+    print(json.dumps({"code": e.code().name, "details": e.details()}))
+`;
+    await fn(r, async (method, request, opts = {}) => {
+      const args = ["-c", code, method, request, opts.kase ?? "-", String(opts.timeoutS ?? 10)];
+      const out = await exec(PYTHON, args, { timeoutMs: 30_000 });
+      assert.equal(out.code, 0, out.stderr);
+      return JSON.parse(out.stdout) as CallResult;
+    });
+  } finally {
+    await r?.stop();
+    await server?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+Deno.test("grpc: retryOn unavailable retries a trailers-only UNAVAILABLE; without it the status passes", async () => {
+  const route = (name: string, retryOn: string) => `
+  - name: ${name}
+    match: [{ headers: { x-case: { exact: ${name} } } }]
+    retries: { attempts: 3, retryOn: "${retryOn}" }
+    route: [{ destination: { host: echo.grpc.internal } }]`;
+  const vs = `---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: echo }
 spec:
   hosts: [echo.grpc.internal]
   http:${route("grpc", "unavailable,cancelled")}${route("http", "5xx")}
-`,
-    );
-    r = await startRemora(["--config", `${dir}/mesh.yaml`]);
-    const call = async (kase: string, request: string) => {
-      const code = `
-import grpc, sys, json
-ch = grpc.insecure_channel("127.0.0.1:${
-        r!.outbound
-      }", options=[("grpc.default_authority", "echo.grpc.internal:50051")])
-f = ch.unary_unary("/remora.test.Echo/Flaky")
-try:
-    out = f(sys.argv[1].encode(), metadata=(("x-case", sys.argv[2]),), timeout=10)
-    print(json.dumps({"code": "OK", "body": out.decode()}))
-except grpc.RpcError as e:
-    print(json.dumps({"code": e.code().name, "details": e.details()}))
 `;
-      const out = await exec(PYTHON, ["-c", code, request, kase], { timeoutMs: 30_000 });
-      assert.equal(out.code, 0, out.stderr);
-      return JSON.parse(out.stdout) as { code: string; body?: string; details?: string };
-    };
+  await withGrpcMesh((port) => echoMesh(port, vs), async (_r, call) => {
+    const flaky = (kase: string, request: string) => call("Flaky", request, { kase });
     // Two UNAVAILABLE answers, then OK: retried within the 3 attempts.
-    assert.deepEqual(await call("grpc", "a:2"), { code: "OK", body: "a:2" });
-    assert.deepEqual(await call("grpc", "count:a"), { code: "OK", body: "3" });
+    assert.deepEqual(await flaky("grpc", "a:2"), { code: "OK", body: "a:2" });
+    assert.deepEqual(await flaky("grpc", "count:a"), { code: "OK", body: "3" });
     // An HTTP-only condition does not retry gRPC statuses: the first answer passes.
-    assert.deepEqual(await call("http", "b:1"), { code: "UNAVAILABLE", details: "flaky call 1" });
-    assert.deepEqual(await call("grpc", "count:b"), { code: "OK", body: "1" });
+    assert.deepEqual(await flaky("http", "b:1"), { code: "UNAVAILABLE", details: "flaky call 1" });
+    assert.deepEqual(await flaky("grpc", "count:b"), { code: "OK", body: "1" });
     // More failures than attempts: the last answer reaches the client as it was.
-    assert.deepEqual(await call("grpc", "c:9"), { code: "UNAVAILABLE", details: "flaky call 4" });
-  } finally {
-    await r?.stop();
-    await server?.stop();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
+    assert.deepEqual(await flaky("grpc", "c:9"), { code: "UNAVAILABLE", details: "flaky call 4" });
+  });
 });
 
 Deno.test("grpc: remora's own replies to gRPC calls are gRPC statuses (directResponse, timeout)", async () => {
-  let server: ServerProcess | undefined;
-  let r: Remora | undefined;
-  const dir = await Deno.makeTempDir({ prefix: "remora-grpc-local-" });
-  try {
-    server = await startServerProcess(PYTHON, [`${TESTDATA}grpc_echo_server.py`]);
-    await Deno.writeTextFile(
-      `${dir}/mesh.yaml`,
-      `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: echo }
-spec:
-  hosts: [echo.grpc.internal]
-  ports: [{ number: 50051, name: grpc, protocol: GRPC }]
-  resolution: STATIC
-  endpoints: [{ address: 127.0.0.1, ports: { grpc: ${server.port} } }]
----
+  const vs = `---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: echo }
@@ -215,101 +228,42 @@ spec:
     directResponse: { status: 403 }
   - timeout: 300ms
     route: [{ destination: { host: echo.grpc.internal } }]
-`,
-    );
-    r = await startRemora(["--config", `${dir}/mesh.yaml`]);
-    const call = async (method: string, kase: string, request: string) => {
-      const code = `
-import grpc, sys, json
-ch = grpc.insecure_channel("127.0.0.1:${
-        r!.outbound
-      }", options=[("grpc.default_authority", "echo.grpc.internal:50051")])
-f = ch.unary_unary("/remora.test.Echo/" + sys.argv[1])
-try:
-    out = f(sys.argv[3].encode(), metadata=(("x-case", sys.argv[2]),), timeout=10)
-    print(json.dumps({"code": "OK", "body": out.decode()}))
-except grpc.RpcError as e:
-    print(json.dumps({"code": e.code().name, "details": e.details()}))
 `;
-      const out = await exec(PYTHON, ["-c", code, method, kase, request], { timeoutMs: 30_000 });
-      assert.equal(out.code, 0, out.stderr);
-      return JSON.parse(out.stdout) as { code: string; body?: string; details?: string };
-    };
-    assert.deepEqual(await call("Unary", "direct", "x"), {
+  await withGrpcMesh((port) => echoMesh(port, vs), async (r, call) => {
+    assert.deepEqual(await call("Unary", "x", { kase: "direct" }), {
       code: "UNAVAILABLE",
       details: "closed for maintenance, 100%",
     });
-    assert.equal((await call("Unary", "denied", "x")).code, "PERMISSION_DENIED");
-    assert.deepEqual(await call("Slow", "slow", "2000"), {
+    assert.equal((await call("Unary", "x", { kase: "denied" })).code, "PERMISSION_DENIED");
+    assert.deepEqual(await call("Slow", "2000"), {
       code: "UNAVAILABLE",
       details: "upstream request timeout",
     });
-    assert.deepEqual(await call("Unary", "fine", "hello"), { code: "OK", body: "hello" });
+    assert.deepEqual(await call("Unary", "hello"), { code: "OK", body: "hello" });
     const text = await scrape(r);
     assert.ok(
       requestsTotal(text, { response_flags: "UT", grpc_response_status: "14" }) >= 1,
       text,
     );
-  } finally {
-    await r?.stop();
-    await server?.stop();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
+  });
 });
 
 Deno.test("grpc: calls the client cancels (deadline) free their slot at once and are reported DR", async () => {
-  let server: ServerProcess | undefined;
-  let r: Remora | undefined;
-  const dir = await Deno.makeTempDir({ prefix: "remora-grpc-cancel-" });
-  try {
-    server = await startServerProcess(PYTHON, [`${TESTDATA}grpc_echo_server.py`]);
-    await Deno.writeTextFile(
-      `${dir}/mesh.yaml`,
-      `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: echo }
-spec:
-  hosts: [echo.grpc.internal]
-  ports: [{ number: 50051, name: grpc, protocol: GRPC }]
-  resolution: STATIC
-  endpoints: [{ address: 127.0.0.1, ports: { grpc: ${server.port} } }]
----
+  const dr = `---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: { name: echo }
 spec:
   host: echo.grpc.internal
   trafficPolicy: { connectionPool: { http: { http2MaxRequests: 3 } } }
-`,
-    );
-    r = await startRemora(["--config", `${dir}/mesh.yaml`]);
-    const code = `
-import grpc, json
-ch = grpc.insecure_channel("127.0.0.1:${r.outbound}", options=[("grpc.default_authority", "echo.grpc.internal:50051")])
-out = []
-for i in range(3):
-    try:
-        ch.unary_unary("/remora.test.Echo/Slow")(b"3000", timeout=0.3)
-        out.append("OK")
-    except grpc.RpcError as e:
-        out.append(e.code().name)
-# Right after three cancelled calls, the limit of 3 must be free again.
-out.append(ch.unary_unary("/remora.test.Echo/Unary")(b"still here", timeout=5).decode())
-print(json.dumps(out))
 `;
-    const res = await exec(PYTHON, ["-c", code], { timeoutMs: 30_000 });
-    assert.equal(res.code, 0, res.stderr);
-    assert.deepEqual(JSON.parse(res.stdout), [
-      "DEADLINE_EXCEEDED",
-      "DEADLINE_EXCEEDED",
-      "DEADLINE_EXCEEDED",
-      "still here",
-    ]);
+  await withGrpcMesh((port) => echoMesh(port, dr), async (r, call) => {
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await call("Slow", "3000", { timeoutS: 0.3 })).code, "DEADLINE_EXCEEDED");
+    }
+    // Right after three cancelled calls, the limit of 3 is free again.
+    assert.deepEqual(await call("Unary", "still here"), { code: "OK", body: "still here" });
     const text = await scrape(r);
     assert.equal(requestsTotal(text, { response_code: "0", response_flags: "DR" }), 3, text);
-  } finally {
-    await r?.stop();
-    await server?.stop();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
+  });
 });

@@ -48,6 +48,40 @@ function closedPort(): number {
   return port;
 }
 
+/**
+ * Like withProxy, with remora started on a config made for the upstream: a
+ * ServiceEntry svc.example.internal:80 for it, then `extra` (its routes).
+ */
+async function withSvc(
+  extra: string,
+  fn: (r: Remora, u: Upstream) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "remora-svc-" });
+  const u = await startUpstream("u1");
+  let r: Remora | undefined;
+  try {
+    await Deno.writeTextFile(
+      `${dir}/mesh.yaml`,
+      `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: svc }
+spec:
+  hosts: [svc.example.internal]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { http: ${u.port} } }]
+---
+${extra}`,
+    );
+    r = await startRemora(["--config", `${dir}/mesh.yaml`]);
+    await fn(r, u);
+  } finally {
+    await r?.stop();
+    await u.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
 function proxy(r: Remora): string[] {
   return ["-x", `http://127.0.0.1:${r.outbound}`];
 }
@@ -482,22 +516,7 @@ Deno.test("CONNECT tunnels bytes to the upstream", async () => {
 });
 
 Deno.test("CONNECT to a service of the mesh is refused: a tunnel would skip its routes", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "remora-connect-" });
-  const u = await startUpstream("u1");
-  let r: Remora | undefined;
-  try {
-    await Deno.writeTextFile(
-      `${dir}/mesh.yaml`,
-      `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: svc }
-spec:
-  hosts: [svc.example.internal]
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  resolution: STATIC
-  endpoints: [{ address: 127.0.0.1, ports: { http: ${u.port} } }]
----
-apiVersion: networking.istio.io/v1
+  const vs = `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: svc }
 spec:
@@ -506,9 +525,8 @@ spec:
   - match: [{ uri: { prefix: /direct } }]
     directResponse: { status: 418 }
   - route: [{ destination: { host: svc.example.internal } }]
-`,
-    );
-    r = await startRemora(["--config", `${dir}/mesh.yaml`]);
+`;
+  await withSvc(vs, async (r, u) => {
     const tunnel = await curl(["-p", ...proxy(r), "http://svc.example.internal/direct"]);
     assert.match(tunnel.headers, /^HTTP\/1\.1 404/m);
     assert.equal(u.requests + u.connections, 0, "nothing reached the service");
@@ -518,11 +536,7 @@ spec:
     // A host outside the registry is still tunnelled (ALLOW_ANY).
     const outside = await curl(["-p", ...proxy(r), `http://127.0.0.1:${u.port}/t`]);
     assert.equal(outside.status, 200, outside.body);
-  } finally {
-    await r?.stop();
-    await u.close();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
+  });
 });
 
 Deno.test("remora's own admin, stats and health ports are not reachable through the proxy", async () => {
@@ -636,21 +650,7 @@ Deno.test("a request head of 64 KiB or more gets 431 from remora", async () => {
 });
 
 Deno.test("a directResponse whose route sets content-type sends that one type only", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "remora-direct-" });
-  let r: Remora | undefined;
-  try {
-    await Deno.writeTextFile(
-      `${dir}/mesh.yaml`,
-      `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: svc }
-spec:
-  hosts: [svc.example.internal]
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  resolution: STATIC
-  endpoints: [{ address: 127.0.0.1, ports: { http: 9 } }]
----
-apiVersion: networking.istio.io/v1
+  const vs = `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: svc }
 spec:
@@ -658,9 +658,8 @@ spec:
   http:
   - directResponse: { status: 200, body: { string: '{"ok":true}' } }
     headers: { response: { set: { content-type: application/json, x-direct: "1" } } }
-`,
-    );
-    r = await startRemora(["--config", `${dir}/mesh.yaml`]);
+`;
+  await withSvc(vs, async (r) => {
     const res = await curl([...proxy(r), "http://svc.example.internal/"]);
     assert.equal(res.status, 200);
     assert.deepEqual(res.headers.match(/^content-type:.*$/gim)?.map((l) => l.trim()), [
@@ -668,12 +667,8 @@ spec:
     ]);
     assert.match(res.headers, /^x-direct: 1/m);
     assert.equal(JSON.parse(res.body).ok, true);
-  } finally {
-    await r?.stop();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
+  });
 });
-
 Deno.test("a client that leaves before its response is recorded as DC and its upstream request is dropped", async () => {
   const u = await startUpstream("u1");
   let r: Remora | undefined;
