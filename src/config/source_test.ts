@@ -106,7 +106,15 @@ function recorder() {
   };
 }
 
-Deno.test("ConfigWatcher reports a changed file as a new config and refuses a broken one", async () => {
+/**
+ * Runs `body` with remora.yaml (GOOD(90), loaded as the current config) in a
+ * temp dir, watched with a 50 ms debounce and a recorder of what it reports.
+ */
+async function withWatched(
+  body: (
+    ctx: { dir: string; path: string; first: RuntimeConfig; rec: ReturnType<typeof recorder> },
+  ) => Promise<void>,
+): Promise<void> {
   await withTempDir(async (dir) => {
     const path = `${dir}/remora.yaml`;
     await Deno.writeTextFile(path, GOOD(90));
@@ -120,55 +128,46 @@ Deno.test("ConfigWatcher reports a changed file as a new config and refuses a br
     });
     try {
       await sleep(100); // let the watcher start
-      await Deno.writeTextFile(path, GOOD(50));
-      await waitFor(() => rec.configs.length === 1, "the changed config");
-      const second = rec.configs[0]!;
-      assert.notEqual(second.version, first.config.version);
-      assert.deepEqual(second.hosts.get("reviews")?.http[0]?.cumulative, [50, 100]);
-
-      await Deno.writeTextFile(path, GOOD(50).replace("weight: 50", "weight: 70"));
-      await waitFor(() => rec.refusals.length === 1, "the refusal");
-      assert.deepEqual(rec.refusals[0]!.map((e) => [e.path, e.message]), [
-        ["spec.http[0].route[1].weight", "weights must sum to 100, got 120"],
-      ]);
-      await sleep(300);
-      assert.equal(rec.configs.length, 1, "no config from a refused file");
-
-      // Another file in the same directory is not ours.
-      await Deno.writeTextFile(`${dir}/other.yaml`, "not: [valid");
-      await sleep(300);
-      assert.deepEqual([rec.configs.length, rec.refusals.length], [1, 1]);
+      await body({ dir, path, first: first.config, rec });
     } finally {
       await watcher.close();
     }
   });
+}
+
+Deno.test("ConfigWatcher reports a changed file as a new config and refuses a broken one", async () => {
+  await withWatched(async ({ dir, path, first, rec }) => {
+    await Deno.writeTextFile(path, GOOD(50));
+    await waitFor(() => rec.configs.length === 1, "the changed config");
+    const second = rec.configs[0]!;
+    assert.notEqual(second.version, first.version);
+    assert.deepEqual(second.hosts.get("reviews")?.http[0]?.cumulative, [50, 100]);
+
+    await Deno.writeTextFile(path, GOOD(50).replace("weight: 50", "weight: 70"));
+    await waitFor(() => rec.refusals.length === 1, "the refusal");
+    assert.deepEqual(rec.refusals[0]!.map((e) => [e.path, e.message]), [
+      ["spec.http[0].route[1].weight", "weights must sum to 100, got 120"],
+    ]);
+    await sleep(300);
+    assert.equal(rec.configs.length, 1, "no config from a refused file");
+
+    // Another file in the same directory is not ours.
+    await Deno.writeTextFile(`${dir}/other.yaml`, "not: [valid");
+    await sleep(300);
+    assert.deepEqual([rec.configs.length, rec.refusals.length], [1, 1]);
+  });
 });
 
 Deno.test("ConfigWatcher follows a file replaced by rename and ignores unchanged content", async () => {
-  await withTempDir(async (dir) => {
-    const path = `${dir}/remora.yaml`;
-    await Deno.writeTextFile(path, GOOD(90));
-    const first = await loadConfigFiles([path]);
-    assert.ok(first.ok);
-    const rec = recorder();
-    const watcher = new ConfigWatcher(path, {
-      ...rec,
-      currentVersion: first.config.version,
-      debounceMs: 50,
-    });
-    try {
-      await sleep(100);
-      await Deno.writeTextFile(`${dir}/.remora.yaml.swp`, GOOD(10));
-      await Deno.rename(`${dir}/.remora.yaml.swp`, path);
-      await waitFor(() => rec.configs.length === 1, "the renamed config");
-      assert.deepEqual(rec.configs[0]!.hosts.get("reviews")?.http[0]?.cumulative, [10, 100]);
+  await withWatched(async ({ dir, path, rec }) => {
+    await Deno.writeTextFile(`${dir}/.remora.yaml.swp`, GOOD(10));
+    await Deno.rename(`${dir}/.remora.yaml.swp`, path);
+    await waitFor(() => rec.configs.length === 1, "the renamed config");
+    assert.deepEqual(rec.configs[0]!.hosts.get("reviews")?.http[0]?.cumulative, [10, 100]);
 
-      await Deno.writeTextFile(path, GOOD(10)); // same content: same version
-      await sleep(300);
-      assert.deepEqual([rec.configs.length, rec.refusals.length], [1, 0]);
-    } finally {
-      await watcher.close();
-    }
+    await Deno.writeTextFile(path, GOOD(10)); // same content: same version
+    await sleep(300);
+    assert.deepEqual([rec.configs.length, rec.refusals.length], [1, 0]);
   });
 });
 
@@ -242,28 +241,13 @@ Deno.test("ConfigWatcher follows a ConfigMap volume's ..data swap and a link to 
 });
 
 Deno.test("ConfigWatcher refuses an empty file (a write in progress) but takes a comment-only one", async () => {
-  await withTempDir(async (dir) => {
-    const path = `${dir}/remora.yaml`;
-    await Deno.writeTextFile(path, GOOD(90));
-    const first = await loadConfigFiles([path]);
-    assert.ok(first.ok);
-    const rec = recorder();
-    const watcher = new ConfigWatcher(path, {
-      ...rec,
-      currentVersion: first.config.version,
-      debounceMs: 50,
-    });
-    try {
-      await sleep(100);
-      await Deno.writeTextFile(path, ""); // truncated, the rest not written yet
-      await waitFor(() => rec.refusals.length === 1, "the refusal");
-      assert.match(rec.refusals[0]![0]!.message, /the file is empty/);
-      assert.equal(rec.configs.length, 0, "the last good config stays");
-      await Deno.writeTextFile(path, "# nothing for now\n");
-      await waitFor(() => rec.configs.length === 1, "the comment-only config");
-      assert.equal(rec.configs[0]!.hosts.size, 0);
-    } finally {
-      await watcher.close();
-    }
+  await withWatched(async ({ path, rec }) => {
+    await Deno.writeTextFile(path, ""); // truncated, the rest not written yet
+    await waitFor(() => rec.refusals.length === 1, "the refusal");
+    assert.match(rec.refusals[0]![0]!.message, /the file is empty/);
+    assert.equal(rec.configs.length, 0, "the last good config stays");
+    await Deno.writeTextFile(path, "# nothing for now\n");
+    await waitFor(() => rec.configs.length === 1, "the comment-only config");
+    assert.equal(rec.configs[0]!.hosts.size, 0);
   });
 });
