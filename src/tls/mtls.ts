@@ -109,6 +109,11 @@ export function chainProblem(
     ) {
       break;
     }
+    // Only a CA may issue (basicConstraints CA:TRUE, RFC 5280 4.2.1.9): else any workload's
+    // key could sign a certificate for whatever identity it likes.
+    if (!parent.ca) {
+      return `certificate ${parent.serialNumber} in the chain is not a CA certificate`;
+    }
     cert = parent;
     next = next.issuerCertificate === next ? undefined : next.issuerCertificate;
   }

@@ -12,7 +12,8 @@ import tls from "node:tls";
 import { initCa, issueCert } from "../identity/ca.ts";
 import { BufConn } from "../net/buf_conn.ts";
 import { StreamByteConn, tcpByteConn } from "../net/byte_conn.ts";
-import { MeshIdentity, originate, terminate } from "./mtls.ts";
+import { X509Certificate } from "node:crypto";
+import { chainProblem, MeshIdentity, originate, terminate } from "./mtls.ts";
 
 const TD = "cluster.local";
 
@@ -227,5 +228,52 @@ Deno.test("mTLS data path fallback (node's streams, for a Deno without the TLS h
     client.close();
     peer.close();
     server.close();
+  }
+});
+
+Deno.test("chainProblem: an intermediate must be a CA; a workload's key cannot issue identities", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-chain-" });
+  const sh = async (cmd: string) => {
+    const out = await new Deno.Command("bash", { args: ["-c", cmd], cwd: dir }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  };
+  const key = (name: string) =>
+    `openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ${name}.key -out ${name}.csr -subj /CN=${name} 2>/dev/null`;
+  const sign = (name: string, by: string, ext: string) =>
+    `printf '${ext}\\n' > ${name}.ext && openssl x509 -req -in ${name}.csr -CA ${by}.pem -CAkey ${by}.key -CAcreateserial -out ${name}.pem -days 1 -extfile ${name}.ext 2>/dev/null`;
+  try {
+    await sh(
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout root.key -out root.pem -subj /CN=root -days 1 -addext basicConstraints=critical,CA:TRUE 2>/dev/null",
+    );
+    // A workload certificate with no keyUsage (some CAs issue them so) ...
+    await sh(
+      `${key("w")} && ${
+        sign("w", "root", "subjectAltName=URI:spiffe://cluster.local/ns/default/sa/w")
+      }`,
+    );
+    // ... whose key signs a certificate for an identity it does not have.
+    await sh(
+      `${key("f")} && ${
+        sign("f", "w", "subjectAltName=URI:spiffe://cluster.local/ns/istio-system/sa/admin")
+      }`,
+    );
+    // A real intermediate CA and a leaf under it.
+    await sh(`${key("i")} && ${sign("i", "root", "basicConstraints=critical,CA:TRUE")}`);
+    await sh(
+      `${key("l")} && ${
+        sign("l", "i", "subjectAltName=URI:spiffe://cluster.local/ns/default/sa/l")
+      }`,
+    );
+    const der = (name: string) =>
+      new X509Certificate(Deno.readTextFileSync(`${dir}/${name}.pem`)).raw;
+    const peer = (leaf: string, issuer: string) => {
+      const parent = { raw: der(issuer), issuerCertificate: undefined };
+      return { raw: der(leaf), issuerCertificate: parent } as unknown as tls.PeerCertificate;
+    };
+    const roots = [new X509Certificate(Deno.readTextFileSync(`${dir}/root.pem`))];
+    assert.match(chainProblem(peer("f", "w"), roots) ?? "", /is not a CA certificate/);
+    assert.equal(chainProblem(peer("l", "i"), roots), undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
