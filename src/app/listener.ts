@@ -65,6 +65,7 @@ export class Listener {
         remoteAddr: remote.hostname,
         remotePort: remote.port,
         localPort: this.addr.port,
+        localAddr: (conn.localAddr as Deno.NetAddr).hostname,
         originalDst: dst === undefined ? undefined : { host: dst.hostname, port: dst.port },
       };
       this.#open.add(c);

@@ -405,6 +405,17 @@ export function getHeader(headers: HeaderList, name: string): string | undefined
 }
 
 /**
+ * A header's value for matching (routes, authorization): every field of that
+ * name joined with ",", as Envoy and HTTP/2 see a repeated header; undefined
+ * when absent.
+ */
+export function headerValue(headers: HeaderList, name: string): string | undefined {
+  let out: string | undefined;
+  for (const [n, v] of headers) if (n === name) out = out === undefined ? v : `${out},${v}`;
+  return out;
+}
+
+/**
  * Whether a (lower-case) field name is hop-by-hop: the connection-specific
  * fields a proxy must not forward (RFC 9110 7.6.1), the proxy-only fields of
  * RFC 9112 and the obsolete Proxy-Connection. Matched by length and then by

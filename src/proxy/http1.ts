@@ -18,6 +18,7 @@ import {
   findHeadEnd,
   getHeader,
   type HeaderList,
+  headerValue,
   HttpParseError,
   MAX_HEAD_BYTES,
   parseRequestHead,
@@ -58,6 +59,8 @@ export interface ConnInfo {
   remoteAddr: string;
   remotePort: number;
   localPort: number;
+  /** The address the client connected to (this proxy's), when known. */
+  localAddr?: string;
   /** Where the client was going before an iptables REDIRECT, when it was redirected. */
   originalDst: { host: string; port: number } | undefined;
   /** The mTLS peer, when the connection came in over mesh mTLS. */
@@ -254,9 +257,10 @@ class Exchange {
       authority,
       port: hp.port,
       scheme,
-      header: (name) => getHeader(headers, name),
+      header: (name) => headerValue(headers, name),
       originalDst: this.#info.originalDst,
       sourceIp: this.#info.remoteAddr,
+      destinationIp: this.#info.originalDst?.host ?? this.#info.localAddr,
       principal: this.#info.peer?.principal,
     };
   }

@@ -219,6 +219,7 @@ export class Http2Engine {
       },
       originalDst: info.originalDst,
       sourceIp: info.remoteAddr,
+      destinationIp: info.originalDst?.host ?? info.localAddr,
       principal: info.peer?.principal,
     };
     const d = this.#opts.router.route(view);

@@ -58,8 +58,26 @@ export class InboundRouter implements HttpRouter {
         ? undefined
         : req.principal.replace(/^spiffe:\/\//, ""),
       sourceIp: req.sourceIp,
+      destinationIp: req.destinationIp,
       destinationPort: port,
-      http: { method: req.method, path: normalized.path, host: req.authority, header: req.header },
+      http: {
+        method: req.method,
+        path: normalized.path,
+        host: req.authority,
+        // Pseudo-headers as Envoy has them on both protocols, :path as normalized.
+        header: (name) =>
+          name.charCodeAt(0) !== 58 // ":"
+            ? req.header(name)
+            : name === ":path"
+            ? normalized.path
+            : name === ":authority"
+            ? req.authority
+            : name === ":method"
+            ? req.method
+            : name === ":scheme"
+            ? req.scheme
+            : undefined,
+      },
     });
     if (decision.audit.length > 0) {
       log.info("authorization audit", {

@@ -31,6 +31,8 @@ export interface RequestView {
   scheme: string;
   /** Header value by lower-case name, or undefined. */
   header(name: string): string | undefined;
+  /** The address the request was sent to: the original destination when redirected, else the proxy's own. */
+  destinationIp?: string | undefined;
   /** The connection's destination before an iptables REDIRECT, if it was redirected. */
   originalDst: { host: string; port: number } | undefined;
   /** The client's address. */

@@ -197,6 +197,7 @@ export class InboundTcpRouter implements TcpRouter {
     const decision = authorize(this.getConfig().security, {
       principal: info.peer?.principal?.replace(/^spiffe:\/\//, ""),
       sourceIp: info.remoteAddr,
+      destinationIp: info.originalDst?.host ?? info.localAddr,
       destinationPort: port,
     });
     if (decision.audit.length > 0) {

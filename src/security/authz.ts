@@ -49,7 +49,8 @@ export interface AuthzRequest {
   principal: string | undefined;
   /** The connection's peer address (IPv4, IPv6 or IPv4-mapped IPv6). */
   sourceIp: string;
-  destinationIp?: string;
+  /** The address the request was sent to (original destination, else the listener's); undefined when unknown. */
+  destinationIp?: string | undefined;
   destinationPort: number;
   /** Undefined for opaque TCP. */
   http?: {

@@ -479,3 +479,58 @@ spec: { mtls: { mode: STRICT } }
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("authz: pseudo-headers, repeated headers and destination.ip mean the same on HTTP/1 and HTTP/2", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-authz-h-" });
+  const app = await startUpstream("app");
+  let r: Remora | undefined;
+  const deny = (name: string, rule: string) =>
+    `---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: ${name} }
+spec:
+  action: DENY
+  rules: [${rule}]
+`;
+  try {
+    await Deno.writeTextFile(
+      `${dir}/mesh.yaml`,
+      deny("secret", `{ when: [{ key: "request.headers[:path]", values: ["/secret*"] }] }`) +
+        deny(
+          "tenant",
+          `{ to: [{ operation: { paths: [/tenant] } }], when: [{ key: "request.headers[x-tenant]", values: ["*other"] }] }`,
+        ) +
+        deny(
+          "dst",
+          `{ to: [{ operation: { paths: [/dst] } }], when: [{ key: destination.ip, values: [127.0.0.1/32] }] }`,
+        ),
+    );
+    r = await startRemora(["--config", `${dir}/mesh.yaml`, "--app-port", String(app.port)]);
+    const base = `http://127.0.0.1:${r.inbound}`;
+    const status = async (args: string[]) => (await curl(args)).status;
+    assert.equal(await status([`${base}/fine`]), 200);
+    for (const proto of [[], ["--http2-prior-knowledge"]]) {
+      const tag = proto.length === 0 ? "HTTP/1.1" : "h2c";
+      // :path is the normalized path on both protocols.
+      assert.equal(await status([...proto, `${base}/secret/x`]), 403, `${tag} /secret`);
+      assert.equal(
+        await status([...proto, "--path-as-is", `${base}//secret/x`]),
+        403,
+        `${tag} //secret`,
+      );
+      // A repeated header is every value joined, so the second one counts too.
+      const twice = ["-H", "x-tenant: acme", "-H", "x-tenant: other"];
+      assert.equal(await status([...proto, ...twice, `${base}/tenant`]), 403, `${tag} tenant`);
+      // (Allowed h2c requests reach an HTTP/1-only app and fail there: not a 403 is what counts.)
+      assert.notEqual(await status([...proto, "-H", "x-tenant: acme", `${base}/tenant`]), 403, tag);
+      // destination.ip is the address the client connected to.
+      assert.equal(await status([...proto, `${base}/dst`]), 403, `${tag} destination.ip`);
+      assert.notEqual(await status([...proto, `${base}/fine`]), 403, `${tag} /fine`);
+    }
+  } finally {
+    await r?.stop();
+    await app.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
