@@ -107,7 +107,9 @@ export const CAPTURE_CHAINS = [
 /** Empty chain whose presence says "remora created the nat table; delete it on uninstall". */
 export const OWNS_TABLE_CHAIN = "REMORA_OWNS_NAT";
 
-const _PREFIX = "REMORA_";
+/** remora's own chains, by exact name: a user's chain that merely starts with REMORA_ is not. */
+const _OURS: ReadonlySet<string> = new Set([...CAPTURE_CHAINS, OWNS_TABLE_CHAIN]);
+const _JUMP_TO_OURS = new RegExp(` -[jg] (${[..._OURS].join("|")})( |$)`);
 const _BUILTIN_NAT_CHAINS = new Set(["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]);
 const _TIMEOUT_MS = 30_000;
 
@@ -401,7 +403,7 @@ interface NatState {
   tableExists: boolean;
   /** Every chain in the table, with its policy ("-" for user chains). */
   policies: Map<string, string>;
-  /** remora's chains (name starts with REMORA_) with their rule lines. */
+  /** remora's chains (CAPTURE_CHAINS and OWNS_TABLE_CHAIN) with their rule lines. */
   remora: Map<string, string[]>;
   /** Rules in other chains that jump to remora's chains. */
   jumps: string[];
@@ -435,17 +437,17 @@ function _parseNat(save: string): NatState {
       const [name, policy] = line.slice(1).split(" ");
       if (name === undefined) continue;
       state.policies.set(name, policy ?? "-");
-      if (name.startsWith(_PREFIX)) state.remora.set(name, state.remora.get(name) ?? []);
+      if (_OURS.has(name)) state.remora.set(name, state.remora.get(name) ?? []);
       continue;
     }
     const m = /^-A (\S+) /.exec(line);
     if (m === null) continue;
     const chain = m[1]!;
-    if (chain.startsWith(_PREFIX)) {
+    if (_OURS.has(chain)) {
       const lines = state.remora.get(chain) ?? [];
       lines.push(line);
       state.remora.set(chain, lines);
-    } else if (/ -[jg] REMORA_\S*( |$)/.test(line)) {
+    } else if (_JUMP_TO_OURS.test(line)) {
       state.jumps.push(line);
     } else {
       state.otherRules.push(line);
@@ -458,7 +460,7 @@ function _parseNat(save: string): NatState {
 function _onlyRemora(s: NatState): boolean {
   if (s.otherRules.length > 0) return false;
   for (const [name, policy] of s.policies) {
-    if (name.startsWith(_PREFIX)) continue;
+    if (_OURS.has(name)) continue;
     if (!_BUILTIN_NAT_CHAINS.has(name) || policy !== "ACCEPT") return false;
   }
   return true;
@@ -690,9 +692,28 @@ export async function install(opts: CaptureOptions): Promise<void> {
  * Removes remora's capture rules (IPv4, and IPv6 too with `opts.ipv6`).
  * Succeeds when nothing is installed. Throws CaptureError.
  */
-export async function uninstall(opts: { ipv6: boolean }): Promise<void> {
-  await _converge(_families(opts.ipv6), () => undefined);
-  log.debug("capture rules removed", { ipv6: opts.ipv6 });
+/**
+ * Removes remora's rules. IPv6 rules are removed also without `opts.ipv6`
+ * when there are any (an `install --ipv6` undone by a plain uninstall must
+ * not leave IPv6 traffic redirected to nothing). Returns the families it
+ * changed.
+ */
+export async function uninstall(opts: { ipv6: boolean }): Promise<Family[]> {
+  const families = _families(opts.ipv6);
+  if (!opts.ipv6 && await _hasRules(6)) families.push(6);
+  await _converge(families, () => undefined);
+  log.debug("capture rules removed", { families });
+  return families;
+}
+
+/** Whether a family's nat table holds any of remora's chains or jumps (false when it cannot be read). */
+async function _hasRules(family: Family): Promise<boolean> {
+  try {
+    const s = await _readNat(family);
+    return s.remora.size > 0 || s.jumps.length > 0;
+  } catch {
+    return false; // No ip6tables, or no IPv6 nat table: nothing of remora's there.
+  }
 }
 
 export interface FamilyStatus {

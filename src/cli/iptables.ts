@@ -195,8 +195,10 @@ export async function iptablesCommand(args: string[]): Promise<number> {
         console.log(`remora: capture rules installed (${ipv6 ? "IPv4 and IPv6" : "IPv4"})`);
         return 0;
       case "uninstall":
-        await uninstall({ ipv6 });
-        console.log(`remora: capture rules removed (${ipv6 ? "IPv4 and IPv6" : "IPv4"})`);
+        const families = await uninstall({ ipv6 });
+        console.log(
+          `remora: capture rules removed (${families.length > 1 ? "IPv4 and IPv6" : "IPv4"})`,
+        );
         return 0;
       default: {
         let all = true;

@@ -78,6 +78,9 @@ iptables -t nat -N OTHER
 iptables -t nat -A OTHER -d 10.8.0.0/16 -j RETURN
 iptables -t nat -A OUTPUT -j OTHER
 iptables -t nat -A POSTROUTING -o eth9 -j MASQUERADE
+iptables -t nat -N REMORA_MINE
+iptables -t nat -A REMORA_MINE -d 10.7.0.0/16 -j RETURN
+iptables -t nat -A OUTPUT -j REMORA_MINE
 `;
 
 Deno.test({
@@ -163,6 +166,8 @@ Deno.test({
       assert.deepEqual(nat, [
         "-A OUTPUT -p udp -m udp --dport 53 -j RETURN",
         "-A OUTPUT -j OTHER",
+        // A user's chain that merely starts with REMORA_ is not remora's: it stays, jump and all.
+        "-A OUTPUT -j REMORA_MINE",
         "-A OUTPUT -p tcp -m tcp --dport 7 -j RETURN",
       ]);
       await sh(ns, "iptables -t nat -D OUTPUT -p tcp --dport 7 -j RETURN");
@@ -468,5 +473,22 @@ Deno.test({
     } finally {
       await pods.destroy();
     }
+  },
+});
+
+Deno.test({
+  name: "iptables uninstall without --ipv6 also removes what install --ipv6 put in ip6tables",
+  ignore: ignore6,
+  async fn() {
+    await withNamespace(async (ns) => {
+      const before6 = await save(ns, 6);
+      await ok(ns, ["install", "--ipv6"]);
+      assert.match(await save(ns, 6), /REMORA_OUTPUT/);
+      const r = await ok(ns, ["uninstall"]);
+      assert.match(r.stdout, /capture rules removed \(IPv4 and IPv6\)/);
+      assert.equal(await save(ns, 6), before6, "no IPv6 rule left redirecting to nothing");
+      const again = await ok(ns, ["uninstall"]);
+      assert.match(again.stdout, /capture rules removed \(IPv4\)/);
+    });
   },
 });
