@@ -14,6 +14,12 @@ export interface Cidr {
   readonly mask: Uint32Array;
   /** As written, for messages and config dumps. */
   readonly text: string;
+  /**
+   * An IPv6 range that does not lie inside ::ffff:0:0/96: it holds no IPv4
+   * address (as Envoy compares an address only with ranges of its version,
+   * "::/0" does not match an IPv4 client).
+   */
+  readonly v6Only: boolean;
 }
 
 /**
@@ -56,11 +62,13 @@ export function parseCidr(text: string): Cidr | string {
     mask[i] = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
     net[i] = (net[i]! & mask[i]!) >>> 0;
   }
-  return { net, mask, text };
+  const inMapped = len >= 96 && net[0] === 0 && net[1] === 0 && net[2] === 0xffff;
+  return { net, mask, text, v6Only: !inMapped };
 }
 
 /** Whether the parsed address `ip` (four words) is inside `c`. */
 export function cidrContains(c: Cidr, ip: Uint32Array): boolean {
+  if (c.v6Only && ip[0] === 0 && ip[1] === 0 && ip[2] === 0xffff) return false;
   return ((ip[0]! & c.mask[0]!) >>> 0) === c.net[0] &&
     ((ip[1]! & c.mask[1]!) >>> 0) === c.net[1] &&
     ((ip[2]! & c.mask[2]!) >>> 0) === c.net[2] &&

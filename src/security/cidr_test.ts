@@ -54,3 +54,22 @@ Deno.test("cidr: invalid ranges are refused with a message", () => {
     assert.equal(typeof parseCidr(s), "string", s);
   }
 });
+
+Deno.test("an IPv6 range holds no IPv4 address (::/0 is not everyone), unless it lies in ::ffff:0:0/96", () => {
+  const ip = (s: string) => {
+    const out = new Uint32Array(4);
+    assert.ok(parseIpInto(s, out), s);
+    return out;
+  };
+  const cidr = (s: string) => {
+    const c = parseCidr(s);
+    assert.ok(typeof c !== "string", String(c));
+    return c;
+  };
+  assert.equal(cidrContains(cidr("::/0"), ip("10.1.2.3")), false);
+  assert.equal(cidrContains(cidr("::/0"), ip("::ffff:10.1.2.3")), false, "IPv4-mapped is IPv4");
+  assert.equal(cidrContains(cidr("::/0"), ip("fd00::1")), true);
+  assert.equal(cidrContains(cidr("0.0.0.0/0"), ip("::ffff:10.1.2.3")), true);
+  assert.equal(cidrContains(cidr("0.0.0.0/0"), ip("fd00::1")), false);
+  assert.equal(cidrContains(cidr("::ffff:10.0.0.0/104"), ip("10.1.2.3")), true);
+});
