@@ -194,12 +194,13 @@ export async function iptablesCommand(args: string[]): Promise<number> {
         await install(captureOptionsFromFlags(flags));
         console.log(`remora: capture rules installed (${ipv6 ? "IPv4 and IPv6" : "IPv4"})`);
         return 0;
-      case "uninstall":
+      case "uninstall": {
         const families = await uninstall({ ipv6 });
         console.log(
           `remora: capture rules removed (${families.length > 1 ? "IPv4 and IPv6" : "IPv4"})`,
         );
         return 0;
+      }
       default: {
         let all = true;
         for (const s of await status({ ipv6 })) {
