@@ -284,6 +284,14 @@ export async function runCommand(args: string[]): Promise<number> {
       );
       return 1;
     }
+    // Policies select by --namespace, peers see the certificate's: say so when they differ.
+    const ns = /\/ns\/([^/]+)\//.exec(identity.spiffeId)?.[1];
+    if (ns !== undefined && ns !== flags["namespace"]) {
+      log.warn("the identity's namespace is not --namespace", {
+        identity: identity.spiffeId,
+        namespace: flags["namespace"] as string,
+      });
+    }
   }
 
   const configPath = flags["config"] as string | undefined;
@@ -643,13 +651,18 @@ function watchIdentity(
   const watcher = new IdentityWatcher(dir, {
     current: first,
     onIdentity(id) {
+      const before = (mesh.material as Identity).spiffeId;
       mesh.rotate(id);
       metrics.identityRotation("accepted");
-      log.info("identity rotated", {
+      const fields = {
         identity: id.spiffeId,
         serial: id.serialNumber,
         notAfter: id.notAfter.toISOString(),
-      });
+      };
+      // A new identity, not a renewal: peers' policies see another principal from now on.
+      if (id.spiffeId !== before) {
+        log.warn("identity rotated to another SPIFFE ID", { ...fields, was: before });
+      } else log.info("identity rotated", fields);
       expiry(id);
     },
     onError(e) {

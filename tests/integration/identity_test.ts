@@ -7,8 +7,9 @@
  */
 
 import assert from "node:assert/strict";
+import { initCa, issueCert, writeIssued } from "../../src/identity/ca.ts";
 import { loadIdentity } from "../../src/identity/identity.ts";
-import { exec, runCommand } from "./harness.ts";
+import { exec, type Remora, runCommand, startRemora } from "./harness.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const ORDERS = "spiffe://cluster.local/ns/default/sa/orders";
@@ -191,4 +192,28 @@ Deno.test("ca help texts", async () => {
   assert.match(issue.stdout, /--ttl DURATION .*\(default 24h\)/);
   const main = await remora("--help");
   assert.match(main.stdout, /ca +Certificate authority for SPIFFE identities/);
+});
+
+Deno.test("run warns when the identity's namespace is not --namespace, and when a rotation changes the SPIFFE ID", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-id-warn-" });
+  let r: Remora | undefined;
+  try {
+    const ca = await initCa({ trustDomain: "cluster.local", ttlMs: 3_600_000 });
+    const issue = (id: string) => issueCert(ca, { id, ttlMs: 3_600_000 });
+    await writeIssued(`${dir}/id`, await issue("spiffe://cluster.local/ns/shop/sa/orders"));
+    r = await startRemora(["--identity-dir", `${dir}/id`, "--namespace", "default"]);
+    assert.match(r.stderr(), /the identity's namespace is not --namespace/);
+    await writeIssued(`${dir}/id`, await issue("spiffe://cluster.local/ns/shop/sa/payments"));
+    const deadline = Date.now() + 5000;
+    while (!/rotated to another SPIFFE ID/.test(r.stderr()) && Date.now() < deadline) {
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.match(
+      r.stderr(),
+      /identity rotated to another SPIFFE ID.*sa\/payments.*was=.*sa\/orders/,
+    );
+  } finally {
+    await r?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
 });
