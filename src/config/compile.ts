@@ -74,7 +74,7 @@ import { clusterPolicy, hedgePolicy } from "./compile_policy.ts";
 import { compileTelemetry } from "./compile_telemetry.ts";
 import { compileRegex, isIPv6, LINEAR_REGEX } from "./validate_fields.ts";
 import { log } from "../log.ts";
-import { compileSecurity } from "../security/compile_security.ts";
+import { compileSecurity, DEFAULT_ROOT_NAMESPACE } from "../security/compile_security.ts";
 
 export interface CompileMeta {
   /** Where the config came from: file paths, "embedded default", ... */
@@ -227,7 +227,13 @@ class _Compiler {
       }
     }
 
-    const sidecar = this.#resources.find((r) => r.kind === "Sidecar");
+    // A Sidecar or Telemetry applies to the workload from its own namespace or the root one.
+    const namespace = this.#meta.namespace ?? "default";
+    const rootNamespace = this.#meta.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+    const sidecar = this.#resources.find((r) =>
+      r.kind === "Sidecar" &&
+      (r.metadata.namespace === namespace || r.metadata.namespace === rootNamespace)
+    );
     return {
       version: configVersion(this.#resources),
       loadedAt: this.#meta.loadedAt ?? new Date(),
@@ -236,7 +242,7 @@ class _Compiler {
       outboundTrafficPolicy: sidecar?.kind === "Sidecar"
         ? sidecar.spec.outboundTrafficPolicy?.mode ?? "ALLOW_ANY"
         : "ALLOW_ANY",
-      telemetry: compileTelemetry(this.#resources),
+      telemetry: compileTelemetry(this.#resources, { namespace, rootNamespace }),
       security: compileSecurity(
         this.#resources,
         { namespace: this.#meta.namespace ?? "default", labels: this.#labels },

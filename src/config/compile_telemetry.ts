@@ -36,8 +36,18 @@ export interface TelemetryPolicy {
 const _covers = (mode: WorkloadMode, side: "CLIENT" | "SERVER") =>
   mode === "CLIENT_AND_SERVER" || mode === side;
 
-export function compileTelemetry(resources: readonly Resource[]): TelemetryPolicy {
-  const t = resources.find((r) => r.kind === "Telemetry");
+/**
+ * `scope`: the workload's namespace and the root namespace. A Telemetry in
+ * another namespace is not this workload's (as in Istio) and is left out.
+ */
+export function compileTelemetry(
+  resources: readonly Resource[],
+  scope: { namespace: string; rootNamespace: string },
+): TelemetryPolicy {
+  const t = resources.find((r) =>
+    r.kind === "Telemetry" &&
+    (r.metadata.namespace === scope.namespace || r.metadata.namespace === scope.rootNamespace)
+  );
   const spec = t?.kind === "Telemetry" ? t.spec : { tracing: [], accessLogging: [] };
   const side = (s: "CLIENT" | "SERVER"): SidePolicy => ({
     tracing: _tracing(spec.tracing.find((r) => _covers(r.mode, s))),
@@ -49,7 +59,8 @@ export function compileTelemetry(resources: readonly Resource[]): TelemetryPolic
 function _tracing(r: TelemetryTracing | undefined): TracingPolicy | undefined {
   if (r === undefined) return undefined;
   return {
-    providers: r.providers,
+    // An empty list is the list left out (proto3): the default providers.
+    providers: r.providers?.length === 0 ? undefined : r.providers,
     randomSamplingPercentage: r.randomSamplingPercentage,
     disableSpanReporting: r.disableSpanReporting ?? false,
   };
@@ -57,5 +68,8 @@ function _tracing(r: TelemetryTracing | undefined): TracingPolicy | undefined {
 
 function _accessLog(r: TelemetryAccessLogging | undefined): AccessLogPolicy | undefined {
   if (r === undefined) return undefined;
-  return { providers: r.providers, disabled: r.disabled ?? false };
+  return {
+    providers: r.providers?.length === 0 ? undefined : r.providers,
+    disabled: r.disabled ?? false,
+  };
 }

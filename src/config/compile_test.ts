@@ -603,3 +603,28 @@ Deno.test("compile: gRPC retryOn conditions become grpc-status codes; retries wi
     undefined,
   );
 });
+
+Deno.test("compile: a Sidecar or Telemetry applies from the workload's namespace or the root one only", () => {
+  const sidecar = (ns: string) =>
+    `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: { name: s, namespace: ${ns} }
+spec: { outboundTrafficPolicy: { mode: REGISTRY_ONLY } }
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: { name: t, namespace: ${ns} }
+spec:
+  tracing: [{ providers: [], randomSamplingPercentage: 100 }]
+`;
+  for (
+    const [ns, applies] of [["default", true], ["istio-system", true], ["other", false]] as const
+  ) {
+    const c = build(sidecar(ns));
+    assert.equal(c.outboundTrafficPolicy, applies ? "REGISTRY_ONLY" : "ALLOW_ANY", ns);
+    const tracing = c.telemetry.source.tracing;
+    assert.equal(tracing?.randomSamplingPercentage, applies ? 100 : undefined, ns);
+    // providers: [] is the field left out (proto3): the default providers, not none.
+    if (applies) assert.equal(tracing?.providers, undefined);
+  }
+});

@@ -369,8 +369,9 @@ export class TelemetryHook {
       responseFlags: flags,
       requestId: own(t.requestId),
       peerPrincipal: x.peerPrincipal ?? (client ? "" : x.conn.peer?.principal ?? ""),
-      requestBytes: x.requestBytes,
-      responseBytes: x.responseBytes,
+      // Bodies, as http.*.body.size means (heads and chunk framing left out).
+      requestBytes: x.requestBytes - x.requestFramingBytes,
+      responseBytes: x.responseBytes - x.responseFramingBytes,
     };
   }
 

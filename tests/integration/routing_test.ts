@@ -402,7 +402,8 @@ Deno.test("REGISTRY_ONLY refuses hosts without a ServiceEntry with 502 naming th
   const extra = [{
     apiVersion: "networking.istio.io/v1",
     kind: "Sidecar",
-    metadata: { name: "default", namespace: "shop" },
+    // In the root namespace: mesh-wide (one in another namespace is not this workload's).
+    metadata: { name: "default", namespace: "istio-system" },
     spec: { outboundTrafficPolicy: { mode: "REGISTRY_ONLY" } },
   }];
   try {
