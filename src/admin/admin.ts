@@ -38,6 +38,8 @@ async function prometheus(state: AdminState): Promise<Response> {
 }
 
 /** The body of /config_dump: the active config and where it came from. */
+const ENVOY_LEVELS: Record<string, string> = { trace: "debug", warning: "warn", critical: "error" };
+
 export function configDump(state: AdminState): Record<string, unknown> {
   const cfg = state.getConfig();
   return {
@@ -75,15 +77,23 @@ export function adminHandler(state: AdminState): (req: Request) => Promise<Respo
           headers: { "content-type": "application/json" },
         });
       case "/logging": {
-        const level = url.searchParams.get("level");
-        if (level === null) return text(200, `active level: ${getLevel()}`);
+        // remora has one logger: Envoy's per-logger form (paths=router:debug) cannot be honoured.
+        if (
+          url.searchParams.has("paths") || [...url.searchParams.keys()].some((k) => k !== "level")
+        ) {
+          return text(400, "remora has one logger: use /logging?level=LEVEL");
+        }
+        const asked = url.searchParams.get("level");
+        if (asked === null) return text(200, `active level: ${getLevel()}`);
+        // Envoy's names for the levels remora has.
+        const level = ENVOY_LEVELS[asked] ?? asked;
         // A change takes POST, as on Envoy's admin: a GET (a crawler, a
         // browser's prefetch) must not change anything.
         if (req.method !== "POST") {
           return text(405, `use POST /logging?level=${level} to change the level`);
         }
         if (!isLevel(level)) {
-          return text(400, `Unknown log level "${level}": use one of ${LEVELS.join(", ")}`);
+          return text(400, `Unknown log level "${asked}": use one of ${LEVELS.join(", ")}`);
         }
         setLevel(level);
         log.info("log level changed", { level });

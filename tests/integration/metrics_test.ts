@@ -305,6 +305,13 @@ Deno.test("admin on loopback: /ready, /config_dump, /logging; health and stats p
     assert.equal(debug.status, 200);
     assert.match(debug.body, /debug/);
     assert.match((await get(e.r.admin, "/logging")).body, /active level: debug/);
+    // Envoy's spellings of the levels; its per-logger form is refused, not ignored.
+    const warning = await post(e.r.admin, "/logging?level=warning");
+    assert.deepEqual([warning.status, warning.body.trim()], [200, "active level: warn"]);
+    const paths = await post(e.r.admin, "/logging?paths=router:debug");
+    assert.equal(paths.status, 400);
+    assert.match(paths.body, /one logger/);
+    await post(e.r.admin, "/logging?level=debug");
     // At debug level a failed upstream request is logged.
     const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = (closed.addr as Deno.NetAddr).port;
