@@ -121,6 +121,28 @@ export async function serveHttp1(
   }
 }
 
+/**
+ * Exchanges waiting for an upstream's answer. One that has waited SLOW_MS
+ * starts a read on its client, which tells if the client leaves (Envoy's DC).
+ * Starting that read on every request instead cost a few percent of
+ * throughput; a request slow enough to be abandoned is found within a second.
+ */
+// A plain array with each exchange's index in it: a Set would hash every
+// Exchange object, which cost more than the rest of this bookkeeping.
+const waiting: Exchange[] = [];
+const SLOW_MS = 500;
+let watching = false;
+
+function startWatching(): void {
+  // One timer for all, started with the first and not keeping the process alive.
+  watching = true;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    for (let i = waiting.length - 1; i >= 0; i--) waiting[i]!.watchClient(now);
+  }, SLOW_MS);
+  Deno.unrefTimer(timer);
+}
+
 interface Attempt {
   conn: BufConn;
   up: Upstream;
@@ -328,9 +350,10 @@ class Exchange {
     // Bodies small enough are kept so that the request can be sent again.
     const body = await preloadBody(this.#client, head.framing, REPLAY_LIMIT);
     const maxAttempts = body !== undefined && retry !== undefined ? 1 + retry.attempts : 1;
-    // With the request read in full, a read on the client finds out if it leaves while the
-    // upstream works (bytes of a pipelined request just wait in the buffer).
-    if (body !== undefined && head.upgrade === undefined) this.#watchClient();
+    // With the request read in full, a client that waits long for its answer is watched, to
+    // find out if it leaves meanwhile (see SLOW_MS).
+    const watched = body !== undefined && head.upgrade === undefined;
+    if (watched) this.#wait();
     // Hedging (remora.dev/hedge-delay) only repeats safe requests without a body.
     const hedgeDelay = route?.hedge !== undefined && body?.length === 0 && hedgeable(head.method)
       ? route.hedge.delayMs
@@ -452,6 +475,7 @@ class Exchange {
     } finally {
       if (retrying) budget!.retryEnded();
       budget?.requestEnded();
+      if (watched) this.#unwait();
     }
     if (this.#gone) {
       // Nobody to answer: recorded as Envoy does (response code 0, flag DC).
@@ -578,7 +602,28 @@ class Exchange {
   }
 
   /** Notes a client that closes before its response begins, and abandons the upstream attempt. */
-  #watchClient(): void {
+  #waitAt = -1;
+
+  #wait(): void {
+    this.#waitAt = waiting.length;
+    waiting.push(this);
+    if (!watching) startWatching();
+  }
+
+  #unwait(): void {
+    const i = this.#waitAt;
+    if (i < 0) return;
+    this.#waitAt = -1;
+    const last = waiting.pop()!;
+    if (last !== this) {
+      waiting[i] = last;
+      last.#waitAt = i;
+    }
+  }
+
+  watchClient(now: number): void {
+    if (now - this.#start < SLOW_MS) return;
+    this.#unwait();
     this.#client.fill().then((more) => {
       if (more || this.#responded) return;
       this.#gone = true;
