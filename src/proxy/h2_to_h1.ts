@@ -56,6 +56,8 @@ export function attemptHttp1(
     let settled = false;
     /** The streamed request body goes chunked (it came without a content-length). */
     let streamedChunked = false;
+    /** Whether the request body has gone out in full (a streamed one may still be going). */
+    let bodySent = true;
     let conn: BufConn | undefined;
     let responded = false;
     const settle = (x: Outcome) => {
@@ -96,7 +98,8 @@ export function attemptHttp1(
         if (body.length > 0) await c.writeAll(body);
       } else if (body === "stream") {
         // The body streams on while the response is awaited (a server may answer first).
-        sendBody(stream, c, streamedChunked, o).catch(() => c.close());
+        bodySent = false;
+        sendBody(stream, c, streamedChunked, o).then(() => bodySent = true, () => c.close());
       }
       // The response head, by the HTTP/1 listeners' parser (1xx skipped: HTTP/2 has its own).
       for (;;) {
@@ -198,7 +201,9 @@ export function attemptHttp1(
         o.onResponseBytes(n);
         await new Promise<void>((r) => stream.end(r));
       }
-      if (res.keepAlive && res.framing.kind !== "close") pool.release(up, c);
+      // A connection whose request body is still being sent (the upstream answered first) is not
+      // reusable: the rest of that body would reach the next request's upstream.
+      if (res.keepAlive && res.framing.kind !== "close" && bodySent) pool.release(up, c);
       else c.close();
       return { kind: "done", status: res.status, grpcStatus: "" };
     }
