@@ -37,9 +37,10 @@ async function prometheus(state: AdminState): Promise<Response> {
   });
 }
 
-/** The body of /config_dump: the active config and where it came from. */
+/** Envoy's names for the log levels remora has, accepted by /logging. */
 const ENVOY_LEVELS: Record<string, string> = { trace: "debug", warning: "warn", critical: "error" };
 
+/** The body of /config_dump: the active config and where it came from. */
 export function configDump(state: AdminState): Record<string, unknown> {
   const cfg = state.getConfig();
   return {
@@ -78,14 +79,11 @@ export function adminHandler(state: AdminState): (req: Request) => Promise<Respo
         });
       case "/logging": {
         // remora has one logger: Envoy's per-logger form (paths=router:debug) cannot be honoured.
-        if (
-          url.searchParams.has("paths") || [...url.searchParams.keys()].some((k) => k !== "level")
-        ) {
+        if ([...url.searchParams.keys()].some((k) => k !== "level")) {
           return text(400, "remora has one logger: use /logging?level=LEVEL");
         }
         const asked = url.searchParams.get("level");
         if (asked === null) return text(200, `active level: ${getLevel()}`);
-        // Envoy's names for the levels remora has.
         const level = ENVOY_LEVELS[asked] ?? asked;
         // A change takes POST, as on Envoy's admin: a GET (a crawler, a
         // browser's prefetch) must not change anything.

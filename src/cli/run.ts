@@ -285,8 +285,7 @@ export async function runCommand(args: string[]): Promise<number> {
       return 1;
     }
     // Policies select by --namespace, peers see the certificate's: say so when they differ.
-    const ns = /\/ns\/([^/]+)\//.exec(identity.spiffeId)?.[1];
-    if (ns !== undefined && ns !== flags["namespace"]) {
+    if (identity.namespace !== flags["namespace"]) {
       log.warn("the identity's namespace is not --namespace", {
         identity: identity.spiffeId,
         namespace: flags["namespace"] as string,

@@ -39,7 +39,6 @@
  *   left out is Istio's default (connect-failure, refused-stream, 503).
  */
 
-import { peerMeta } from "../telemetry/metrics.ts";
 import { createHash } from "node:crypto";
 import type {
   ConsistentHash,
@@ -72,9 +71,10 @@ import type {
 } from "./runtime.ts";
 import { clusterPolicy, hedgePolicy } from "./compile_policy.ts";
 import { compileTelemetry } from "./compile_telemetry.ts";
-import { compileRegex, isIPv6, LINEAR_REGEX } from "./validate_fields.ts";
+import { boundToMesh, compileRegex, isIPv6, LINEAR_REGEX } from "./validate_fields.ts";
 import { log } from "../log.ts";
-import { compileSecurity, DEFAULT_ROOT_NAMESPACE } from "../security/compile_security.ts";
+import { peerMeta } from "../telemetry/metrics.ts";
+import { compileSecurity, DEFAULT_ROOT_NAMESPACE, inScope } from "../security/compile_security.ts";
 
 export interface CompileMeta {
   /** Where the config came from: file paths, "embedded default", ... */
@@ -134,7 +134,7 @@ class _Compiler {
         if (!this.#dr.has(r.spec.host)) this.#dr.set(r.spec.host, r);
       } else if (r.kind === "VirtualService") {
         // Bound to gateways only (ingress routes): not a sidecar's business.
-        if (!_forMesh(r.spec.gateways)) continue;
+        if (!boundToMesh(r.spec.gateways)) continue;
         for (const h of r.spec.hosts) if (!this.#vs.has(h)) this.#vs.set(h, r);
       }
     }
@@ -230,9 +230,9 @@ class _Compiler {
     // A Sidecar or Telemetry applies to the workload from its own namespace or the root one.
     const namespace = this.#meta.namespace ?? "default";
     const rootNamespace = this.#meta.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+    const scope = { namespace, rootNamespace };
     const sidecar = this.#resources.find((r) =>
-      r.kind === "Sidecar" &&
-      (r.metadata.namespace === namespace || r.metadata.namespace === rootNamespace)
+      r.kind === "Sidecar" && inScope(r.metadata.namespace, scope)
     );
     return {
       version: configVersion(this.#resources),
@@ -242,11 +242,11 @@ class _Compiler {
       outboundTrafficPolicy: sidecar?.kind === "Sidecar"
         ? sidecar.spec.outboundTrafficPolicy?.mode ?? "ALLOW_ANY"
         : "ALLOW_ANY",
-      telemetry: compileTelemetry(this.#resources, { namespace, rootNamespace }),
+      telemetry: compileTelemetry(this.#resources, scope),
       security: compileSecurity(
         this.#resources,
-        { namespace: this.#meta.namespace ?? "default", labels: this.#labels },
-        this.#meta.rootNamespace === undefined ? {} : { rootNamespace: this.#meta.rootNamespace },
+        { namespace, labels: this.#labels },
+        { rootNamespace },
       ),
       hosts,
       wildcards,
@@ -346,13 +346,13 @@ class _Compiler {
   }
 
   #l4Applies(m: L4MatchAttributes, port: number): boolean {
-    if (!this.#sourceOk(m.sourceLabels) || !_forMesh(m.gateways)) return false;
+    if (!this.#sourceOk(m.sourceLabels) || !boundToMesh(m.gateways)) return false;
     return m.port === undefined || m.port === port;
   }
 
   #httpRoute(r: HTTPRoute, port: number): HttpRoute | undefined {
     const applicable = r.match.filter((m) =>
-      this.#sourceOk(m.sourceLabels) && _forMesh(m.gateways) &&
+      this.#sourceOk(m.sourceLabels) && boundToMesh(m.gateways) &&
       (port === 0 || m.port === undefined || m.port === port)
     );
     if (r.match.length > 0 && applicable.length === 0) return undefined;
@@ -496,11 +496,6 @@ function _sameAsBefore(cluster: Cluster): Cluster {
   if (_previous.size >= 10_000) _previous.clear();
   _previous.set(cluster.name, { key, cluster });
   return cluster;
-}
-
-/** Whether routes bound to `gateways` apply to sidecars: none named (the default), or "mesh". */
-function _forMesh(gateways: string[] | undefined): boolean {
-  return gateways === undefined || gateways.length === 0 || gateways.includes("mesh");
 }
 
 function _endpointPort(ports: Record<string, number>, sp: ServicePort): number {

@@ -8,6 +8,7 @@
  * Pure; no validation.
  */
 
+import { inScope } from "../security/compile_security.ts";
 import type { Resource, TelemetryAccessLogging, TelemetryTracing, WorkloadMode } from "./model.ts";
 
 export interface TracingPolicy {
@@ -44,10 +45,7 @@ export function compileTelemetry(
   resources: readonly Resource[],
   scope: { namespace: string; rootNamespace: string },
 ): TelemetryPolicy {
-  const t = resources.find((r) =>
-    r.kind === "Telemetry" &&
-    (r.metadata.namespace === scope.namespace || r.metadata.namespace === scope.rootNamespace)
-  );
+  const t = resources.find((r) => r.kind === "Telemetry" && inScope(r.metadata.namespace, scope));
   const spec = t?.kind === "Telemetry" ? t.spec : { tracing: [], accessLogging: [] };
   const side = (s: "CLIENT" | "SERVER"): SidePolicy => ({
     tracing: _tracing(spec.tracing.find((r) => _covers(r.mode, s))),

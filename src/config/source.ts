@@ -177,19 +177,11 @@ export class ConfigWatcher {
   }
 
   async #reload(): Promise<void> {
-    // An empty file is most likely one being written (truncated first, as a
-    // shell redirection does): applying it would drop every policy until the
-    // rest arrives. A file with only a comment is an empty config on purpose.
+    // An empty file is refused (emptyFileError); one with only a comment is an empty config.
     const text = await Deno.readTextFile(this.path).catch(() => undefined);
     if (this.#dir.closed) return;
     if (text !== undefined && text.trim() === "") {
-      this.#opts.onError([{
-        file: this.path,
-        index: -1,
-        path: "",
-        message:
-          "the file is empty (being written?); the last good config stays (write a comment to mean an empty config)",
-      }]);
+      this.#opts.onError([emptyFileError(this.path)]);
       return;
     }
     const result = await loadConfigFiles([this.path], this.#opts.workload);
@@ -208,6 +200,21 @@ export class ConfigWatcher {
     this.#target = undefined;
     await Promise.all([this.#dir.close(), target?.close()]);
   }
+}
+
+/**
+ * The refusal of an empty config file on reload, most likely one being
+ * written (truncated first, as a shell redirection does): applying it would
+ * drop every policy until the rest arrives. Shared with `remora control`.
+ */
+export function emptyFileError(file: string): ConfigError {
+  return {
+    file,
+    index: -1,
+    path: "",
+    message:
+      "the file is empty (being written?); the last good config stays (write a comment to mean an empty config)",
+  };
 }
 
 function baseName(p: string): string {

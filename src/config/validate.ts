@@ -16,6 +16,7 @@ import { printable } from "../log.ts";
 import type { Kind, Meta, Resource, VirtualServiceSpec } from "./model.ts";
 import { validateDestinationRuleSpec } from "./validate_destination_rule.ts";
 import {
+  boundToMesh,
   type ConfigError,
   Ctx,
   fields,
@@ -254,12 +255,7 @@ function _crossCheck(
     switch (r.kind) {
       case "VirtualService":
         // Only the routes bound to the mesh are the sidecar's (gateways may share a host).
-        if (
-          r.spec.gateways !== undefined && r.spec.gateways.length > 0 &&
-          !r.spec.gateways.includes("mesh")
-        ) {
-          break;
-        }
+        if (!boundToMesh(r.spec.gateways)) break;
         r.spec.hosts.forEach((h, i) => {
           const other = vsHosts.get(h);
           if (other !== undefined) {

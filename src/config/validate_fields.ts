@@ -179,6 +179,14 @@ export function duration(ctx: Ctx, v: unknown, path: string): number | undefined
   return Math.min(ms, MAX_DURATION_MS);
 }
 
+/**
+ * Whether routes bound to `gateways` are a sidecar's: none named (the
+ * default), or "mesh" among them. Others are ingress gateways' business.
+ */
+export function boundToMesh(gateways: readonly string[] | undefined): boolean {
+  return gateways === undefined || gateways.length === 0 || gateways.includes("mesh");
+}
+
 /** An enum value; matched case-insensitively, returned upper-case. */
 export function enumOf<T extends string>(
   ctx: Ctx,

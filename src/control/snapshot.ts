@@ -8,7 +8,7 @@
  * `server.ts` and `cli/control.ts`).
  */
 
-import { loadConfigTexts } from "../config/source.ts";
+import { emptyFileError, loadConfigTexts } from "../config/source.ts";
 import type { ConfigError } from "../config/validate.ts";
 import type { Resource } from "./api.ts";
 
@@ -46,14 +46,8 @@ export async function loadSnapshotDir(dir: string): Promise<SnapshotResult> {
   for (const name of names) {
     try {
       const yaml = await Deno.readTextFile(`${dir}/${name}`);
-      // Most likely being written (truncated first): publishing without it would drop its policies.
       if (yaml.trim() === "") {
-        errors.push({
-          file: name,
-          index: -1,
-          path: "",
-          message: "the file is empty (being written?); write a comment to mean an empty file",
-        });
+        errors.push(emptyFileError(name));
         continue;
       }
       resources.push({ name, yaml });

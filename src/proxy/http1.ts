@@ -74,6 +74,11 @@ export interface Http1Options extends Observer {
   explicitProxy: boolean;
 }
 
+/** The address a connection was made to: its original destination when redirected, else the listener's. */
+export function destinationIpOf(info: ConnInfo): string | undefined {
+  return info.originalDst?.host ?? info.localAddr;
+}
+
 /** Largest request body kept in memory so that the request can be retried. */
 const REPLAY_LIMIT = 64 * 1024;
 
@@ -126,9 +131,9 @@ export async function serveHttp1(
  * starts a read on its client, which tells if the client leaves (Envoy's DC).
  * Starting that read on every request instead cost a few percent of
  * throughput; a request slow enough to be abandoned is found within a second.
+ * A plain array with each exchange's index in it: a Set would hash every
+ * Exchange object, which cost more than the rest of this bookkeeping.
  */
-// A plain array with each exchange's index in it: a Set would hash every
-// Exchange object, which cost more than the rest of this bookkeeping.
 const waiting: Exchange[] = [];
 const SLOW_MS = 500;
 let watching = false;
@@ -282,7 +287,7 @@ class Exchange {
       header: (name) => headerValue(headers, name),
       originalDst: this.#info.originalDst,
       sourceIp: this.#info.remoteAddr,
-      destinationIp: this.#info.originalDst?.host ?? this.#info.localAddr,
+      destinationIp: destinationIpOf(this.#info),
       principal: this.#info.peer?.principal,
     };
   }
@@ -601,7 +606,7 @@ class Exchange {
     }
   }
 
-  /** Notes a client that closes before its response begins, and abandons the upstream attempt. */
+  /** This exchange's place in `waiting`, -1 when not there. */
   #waitAt = -1;
 
   #wait(): void {
@@ -621,6 +626,7 @@ class Exchange {
     }
   }
 
+  /** Notes a client that closes before its response begins, and abandons the upstream attempt. */
   watchClient(now: number): void {
     if (now - this.#start < SLOW_MS) return;
     this.#unwait();
@@ -937,8 +943,8 @@ class Exchange {
     if (this.#responded) return;
     this.#responded = true;
     const n = await writeLocal(this.#client, status, body, extra, keep);
-    this.#responseBytes += n;
-    this.#responseFramingBytes += n - (body === "" ? 0 : encoder.encode(body).length + 1);
+    this.#responseBytes += n.written;
+    this.#responseFramingBytes += n.head;
   }
 
   #record(labels: Forward["labels"], up: Upstream | undefined): void {
@@ -1009,7 +1015,6 @@ async function writeOrSideError(c: BufConn, data: Uint8Array): Promise<void> {
 
 const encoder = new TextEncoder();
 
-/** Writes a complete local reply; returns the bytes written. */
 const HTTP_PREFIX = [72, 84, 84, 80, 47]; // "HTTP/"
 
 /** Whether buf[start, end) can be the start of an HTTP/1 response ("HTTP/" so far). */
@@ -1020,13 +1025,14 @@ function startsLikeHttp(buf: Uint8Array, start: number, end: number): boolean {
   return true;
 }
 
+/** Writes a complete local reply; returns the bytes written, and of those the head's. */
 export async function writeLocal(
   client: BufConn,
   status: number,
   body: string,
   extra: HeaderList,
   keep: boolean,
-): Promise<number> {
+): Promise<{ written: number; head: number }> {
   const bytes = encoder.encode(body === "" ? "" : body + "\n");
   // A route's response header operations may set the type (a JSON directResponse); the length is remora's.
   const headers: HeaderList = extra.filter(([n]) => n !== "content-length");
@@ -1040,5 +1046,5 @@ export async function writeLocal(
   all.set(head);
   all.set(bytes, head.length);
   await client.writeAll(all);
-  return all.length;
+  return { written: all.length, head: head.length };
 }

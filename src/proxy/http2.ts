@@ -20,7 +20,7 @@ import type { HeaderOps } from "../config/runtime.ts";
 import type { HeaderList } from "../http/h1_head.ts";
 import { log } from "../log.ts";
 import type { BufConn } from "../net/buf_conn.ts";
-import type { ConnInfo } from "./http1.ts";
+import { type ConnInfo, destinationIpOf } from "./http1.ts";
 import { observe, type Observer } from "./observe.ts";
 import { applyHeaderOps, backoffMs, newRequestId, retriesStatus, sleep } from "./policy.ts";
 import type { ConnPool } from "./pool.ts";
@@ -219,7 +219,7 @@ export class Http2Engine {
       },
       originalDst: info.originalDst,
       sourceIp: info.remoteAddr,
-      destinationIp: info.originalDst?.host ?? info.localAddr,
+      destinationIp: destinationIpOf(info),
       principal: info.peer?.principal,
     };
     const d = this.#opts.router.route(view);
@@ -647,10 +647,12 @@ export function grpcStatusOf(status: number): number {
   }
 }
 
+const utf8 = new TextEncoder();
+
 /** grpc-message is percent-encoded outside printable ASCII (and "%" itself). */
 function grpcMessage(text: string): string {
   let out = "";
-  for (const b of new TextEncoder().encode(text)) {
+  for (const b of utf8.encode(text)) {
     out += b >= 0x20 && b <= 0x7e && b !== 0x25
       ? String.fromCharCode(b)
       : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;

@@ -14,7 +14,7 @@ import { UNKNOWN_PEER } from "../telemetry/metrics.ts";
 import { authorize } from "../security/authz.ts";
 import type { BufConn } from "../net/buf_conn.ts";
 import type { ServerFirstMemory } from "./detect.ts";
-import type { ConnInfo } from "./http1.ts";
+import { type ConnInfo, destinationIpOf } from "./http1.ts";
 import type { Observer } from "./observe.ts";
 import { balancerFor } from "./balance.ts";
 import type { ConnPool } from "./pool.ts";
@@ -197,7 +197,7 @@ export class InboundTcpRouter implements TcpRouter {
     const decision = authorize(this.getConfig().security, {
       principal: info.peer?.principal?.replace(/^spiffe:\/\//, ""),
       sourceIp: info.remoteAddr,
-      destinationIp: info.originalDst?.host ?? info.localAddr,
+      destinationIp: destinationIpOf(info),
       destinationPort: port,
     });
     if (decision.audit.length > 0) {

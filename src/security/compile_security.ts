@@ -18,6 +18,17 @@ export { type EffectiveMtlsMode, peerAuthMode } from "./peer_auth.ts";
 
 export const DEFAULT_ROOT_NAMESPACE = "istio-system";
 
+/**
+ * Whether a resource in `namespace` applies to a workload of `scope`: from
+ * the workload's own namespace, or mesh-wide from the root namespace.
+ */
+export function inScope(
+  namespace: string,
+  scope: { namespace: string; rootNamespace: string },
+): boolean {
+  return namespace === scope.namespace || namespace === scope.rootNamespace;
+}
+
 export interface SecurityTables {
   readonly rootNamespace: string;
   readonly workload: Readonly<SecurityWorkload>;
