@@ -23,6 +23,7 @@ const SYMBOLS = {
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   malloc_trim: { parameters: ["usize"], result: "i32" },
   madvise: { parameters: ["usize", "usize", "i32"], result: "i32" },
 } as const;
@@ -305,6 +306,33 @@ export function originalDst(conn: Deno.TcpConn): SockAddr | undefined {
     return undefined;
   }
   return dst;
+}
+
+const IPPROTO_TCP = 6;
+const TCP_NODELAY = 1;
+const ONE = new Uint8Array(new Int32Array([1]).buffer);
+
+/**
+ * Turns Nagle's algorithm off on a connection Deno has no `setNoDelay` for
+ * (its TLS client connections). Its descriptor is found as an accepted
+ * connection's is (`FdFinder`), and given back to the finder at once: the
+ * connection's own close does not report to it. False without FFI or a
+ * match.
+ */
+export function setNoDelay(conn: Deno.Conn): boolean {
+  const lib = open();
+  if (lib === null) return false;
+  const f = fdFinder(lib);
+  const c = conn as Deno.TcpConn;
+  let fd: number | undefined;
+  try {
+    fd = f.find(c);
+  } catch {
+    return false;
+  }
+  if (fd === undefined) return false;
+  f.release(c);
+  return lib.symbols.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4) === 0;
 }
 
 /** Gives malloc's free memory back to the kernel (glibc `malloc_trim(0)`); false without FFI. */

@@ -1,15 +1,17 @@
 /**
- * The mTLS data path with remora on both ends: `originate` (node's TLS on
- * its own socket) talking to `terminate` (TLS over a connection whose
- * ClientHello was read for detection). Both read and write at the TLS
- * handle (`net/byte_conn.ts`); these tests check that bytes arrive whole and
- * in order when buffers are reused at once, when the reader is slow, and
- * that end of stream is seen.
+ * The mTLS data path with remora on both ends: `originate` (Deno's own TLS
+ * client, or node's TLS on its own socket) talking to `terminate` (TLS over
+ * a connection whose ClientHello was read for detection, read and written at
+ * the TLS handle, `net/byte_conn.ts`); these tests check that bytes arrive
+ * whole and in order when buffers are reused at once, when the reader is
+ * slow, and that end of stream is seen. Then what `originate` accepts and
+ * refuses.
  */
 
 import assert from "node:assert/strict";
 import tls from "node:tls";
-import { initCa, issueCert } from "../identity/ca.ts";
+import { caFromPem, initCa, issueCert } from "../identity/ca.ts";
+import { EC_P256, generateKeyPair, privateKeyPem, x509 } from "../identity/x509.ts";
 import { BufConn } from "../net/buf_conn.ts";
 import { StreamByteConn, tcpByteConn } from "../net/byte_conn.ts";
 import { X509Certificate } from "node:crypto";
@@ -102,7 +104,7 @@ function checkPattern(data: Uint8Array, chunks: number, size: number, seed = 0):
 Deno.test("mTLS data path: both directions arrive whole while write buffers are reused at once", async () => {
   const p = await mtlsPair();
   try {
-    // On this Deno both ends use the TLS handle, not node's streams (see net/byte_conn.ts).
+    // On this Deno neither end uses node's streams (see net/byte_conn.ts).
     assert.ok(!(p.client.conn instanceof StreamByteConn));
     assert.ok(!(p.server.conn instanceof StreamByteConn));
     const chunks = 16;
@@ -275,5 +277,111 @@ Deno.test("chainProblem: an intermediate must be a CA; a workload's key cannot i
     assert.equal(chainProblem(peer("l", "i"), roots), undefined);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/**
+ * A server ending mTLS as the inbound listener does, for `id`: each
+ * connection that completes its handshake is answered with "ok". Counts the
+ * connections it accepted.
+ */
+function mtlsServer(id: MeshIdentity): { port: number; accepted: () => number; close: () => void } {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let accepted = 0;
+  const conns: BufConn[] = [];
+  (async () => {
+    for await (const tcp of l) {
+      accepted++;
+      const c = new BufConn(tcpByteConn(tcp));
+      conns.push(c);
+      (async () => {
+        await c.fill();
+        const { conn } = await terminate(c, id, { requireClientCert: true, timeoutMs: 5000 });
+        conns.push(conn);
+        await conn.writeAll(new TextEncoder().encode("ok"));
+      })().catch(() => c.close());
+    }
+  })().catch(() => {});
+  return {
+    port: l.addr.port,
+    accepted: () => accepted,
+    close: () => {
+      l.close();
+      for (const c of conns) c.close();
+    },
+  };
+}
+
+Deno.test("originate: an upstream whose chain goes through an intermediate CA is checked and accepted", async () => {
+  const root = await initCa({ trustDomain: TD, ttlMs: 3_600_000 });
+  const keys = await generateKeyPair();
+  const intermediate = await x509.X509CertificateGenerator.create({
+    subject: "O=cluster.local, CN=intermediate",
+    issuer: root.cert.subjectName,
+    publicKey: keys.publicKey,
+    signingKey: root.signer.key,
+    signingAlgorithm: EC_P256,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 3_600_000),
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  const inter = await caFromPem(intermediate.toString("pem"), await privateKeyPem(keys.privateKey));
+  const leaf = await issueCert(inter, { id: `spiffe://${TD}/ns/default/sa/b`, ttlMs: 3_600_000 });
+  const b = new MeshIdentity({
+    spiffeId: `spiffe://${TD}/ns/default/sa/b`,
+    trustDomain: TD,
+    certChainPem: leaf.certChainPem + inter.certPem,
+    keyPem: leaf.keyPem,
+    rootCertPem: root.certPem,
+  });
+  const a = await identity(root, "a");
+  const server = mtlsServer(b);
+  try {
+    for (let i = 0; i < 3; i++) {
+      const c = await originate(
+        "127.0.0.1",
+        server.port,
+        a,
+        { expectedId: `spiffe://${TD}/ns/default/sa/b`, alpn: "istio-http/1.1" },
+        5000,
+      );
+      assert.equal(new TextDecoder().decode(await readBytes(c, 2)), "ok");
+      c.close();
+    }
+    // Deno's client sees only the leaf: one try, then node:tls for this upstream.
+    assert.ok(server.accepted() <= 4, `${server.accepted()} connections for 3`);
+  } finally {
+    server.close();
+  }
+});
+
+Deno.test("originate: a server with another SPIFFE ID or from another CA is refused, naming why", async () => {
+  const ca = await initCa({ trustDomain: TD, ttlMs: 3_600_000 });
+  const other = await initCa({ trustDomain: TD, ttlMs: 3_600_000 });
+  const a = await identity(ca, "a");
+  const b = mtlsServer(await identity(ca, "b"));
+  const stranger = mtlsServer(await identity(other, "c"));
+  try {
+    await assert.rejects(
+      originate("127.0.0.1", b.port, a, {
+        expectedId: `spiffe://${TD}/ns/default/sa/c`,
+        alpn: "istio-http/1.1",
+      }, 5000),
+      /Server identity mismatch: expected spiffe:\/\/cluster\.local\/ns\/default\/sa\/c, presented spiffe:\/\/cluster\.local\/ns\/default\/sa\/b/,
+    );
+    await assert.rejects(
+      originate("127.0.0.1", stranger.port, a, {
+        expectedId: `spiffe://${TD}/ns/default/sa/c`,
+        alpn: "istio-http/1.1",
+      }, 5000),
+      /mTLS to upstream failed: .*(certificate|issuer)/i,
+    );
+  } finally {
+    b.close();
+    stranger.close();
   }
 });
