@@ -57,6 +57,29 @@ export interface ResponseHead {
 
 export const MAX_HEAD_BYTES = 64 * 1024;
 
+const HTTP_PREFIX = [72, 84, 84, 80, 47]; // "HTTP/"
+
+/**
+ * Where a response head buffered in `buf[start, end)` ends, as
+ * `findHeadEnd`; -1 while more bytes may complete it. Throws (502) when no
+ * head can come: the bytes do not start as an HTTP response does (a
+ * server-first protocol such as SMTP or MySQL greets with its own), or the
+ * head has passed `MAX_HEAD_BYTES`.
+ */
+export function responseHeadEnd(buf: Uint8Array, start: number, end: number): number {
+  const e = findHeadEnd(buf, start, end);
+  if (e !== -1) return e;
+  for (let i = 0; i < HTTP_PREFIX.length && start + i < end; i++) {
+    if (buf[start + i] !== HTTP_PREFIX[i]) {
+      throw new HttpParseError("upstream answered with bytes that are not an HTTP response", 502);
+    }
+  }
+  if (end - start > MAX_HEAD_BYTES) {
+    throw new HttpParseError("upstream response head larger than 64 KiB", 502);
+  }
+  return -1;
+}
+
 /**
  * Returns the index just past the blank line ending a head in
  * `buf[start, end)`, or -1 when the head is not complete yet.

@@ -14,11 +14,11 @@
 import type http2 from "node:http2";
 import { relayBody, relayDechunked } from "../http/h1_body.ts";
 import {
-  findHeadEnd,
   type HeaderList,
-  MAX_HEAD_BYTES,
+  HttpParseError,
   parseResponseHead,
   type ResponseHead,
+  responseHeadEnd,
   serializeHead,
 } from "../http/h1_head.ts";
 import { BufConn } from "../net/buf_conn.ts";
@@ -86,6 +86,8 @@ export function attemptHttp1(
       settle(
         responded
           ? { kind: "done", status: 0, grpcStatus: "", flag: "UC" }
+          : e instanceof HttpParseError
+          ? { kind: "reset", detail: e.message, status: e.status }
           : { kind: "reset", detail: (e as Error).message },
       );
     }).finally(() => stream.off("close", gone));
@@ -106,9 +108,8 @@ export function attemptHttp1(
         let end = -1;
         for (;;) {
           if (c.buffered > 0) {
-            end = findHeadEnd(c.buf, c.start, c.end);
+            end = responseHeadEnd(c.buf, c.start, c.end);
             if (end !== -1) break;
-            if (c.buffered > MAX_HEAD_BYTES) throw new Error("upstream response head too large");
           }
           if (!(await c.fill())) throw new Error("upstream closed before the response head");
         }

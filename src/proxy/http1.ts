@@ -25,6 +25,7 @@ import {
   parseResponseHead,
   type RequestHead,
   type ResponseHead,
+  responseHeadEnd,
   serializeHead,
 } from "../http/h1_head.ts";
 import { reasonPhrase } from "../http/status.ts";
@@ -697,26 +698,14 @@ class Exchange {
       let end = -1;
       for (;;) {
         if (conn.buffered > 0) {
-          end = findHeadEnd(conn.buf, conn.start, conn.end);
-          if (end !== -1) break;
-          // A server-first protocol (SMTP, MySQL) greets with what is not HTTP: no head will come.
-          if (!startsLikeHttp(conn.buf, conn.start, conn.end)) {
+          try {
+            end = responseHeadEnd(conn.buf, conn.start, conn.end);
+          } catch (e) {
             conn.close();
             this.#flags.push("UPE");
-            return {
-              failure: "reset",
-              detail: "upstream answered with bytes that are not an HTTP response",
-              status: 502,
-            };
+            return { failure: "reset", detail: (e as Error).message, status: 502 };
           }
-          if (conn.buffered > MAX_HEAD_BYTES) {
-            conn.close();
-            return {
-              failure: "reset",
-              detail: "upstream response head larger than 64 KiB",
-              status: 502,
-            };
-          }
+          if (end !== -1) break;
         }
         if (!(await conn.fill())) {
           conn.close();
@@ -1014,16 +1003,6 @@ async function writeOrSideError(c: BufConn, data: Uint8Array): Promise<void> {
 }
 
 const encoder = new TextEncoder();
-
-const HTTP_PREFIX = [72, 84, 84, 80, 47]; // "HTTP/"
-
-/** Whether buf[start, end) can be the start of an HTTP/1 response ("HTTP/" so far). */
-function startsLikeHttp(buf: Uint8Array, start: number, end: number): boolean {
-  for (let i = 0; i < HTTP_PREFIX.length && start + i < end; i++) {
-    if (buf[start + i] !== HTTP_PREFIX[i]) return false;
-  }
-  return true;
-}
 
 /** Writes a complete local reply; returns the bytes written, and of those the head's. */
 export async function writeLocal(

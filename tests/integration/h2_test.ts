@@ -452,3 +452,52 @@ spec:
     await app.close();
   }
 });
+
+Deno.test("h2c to a port declared HTTP whose server greets with something not HTTP gets a 502 at once", async () => {
+  // A server-first protocol on the port (SMTP-like): it speaks first and keeps the connection open.
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  const open: Deno.Conn[] = [];
+  const serving = (async () => {
+    for await (const c of l) {
+      open.push(c);
+      await c.write(new TextEncoder().encode("220 smtp.example ESMTP ready\r\n")).catch(() => 0);
+    }
+  })().catch(() => {});
+  let r: Remora | undefined;
+  try {
+    const config = await writeConfig(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: smtpish }
+spec:
+  hosts: [mail.svc.test]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { http: ${port} } }]
+`);
+    r = await startRemora(["--config", config]);
+    const started = Date.now();
+    const res = await curl([
+      ...H2,
+      "--max-time",
+      "8",
+      "-H",
+      "Host: mail.svc.test",
+      `http://127.0.0.1:${r.outbound}/x`,
+    ]);
+    assert.equal(res.status, 502, res.body);
+    assert.match(res.body, /not an HTTP response/);
+    assert.ok(Date.now() - started < 5000, "answered without waiting for a timeout");
+  } finally {
+    await r?.stop();
+    l.close();
+    for (const c of open) {
+      try {
+        c.close();
+      } catch {
+        // already closed
+      }
+    }
+    await serving;
+  }
+});
