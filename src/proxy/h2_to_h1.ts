@@ -163,7 +163,9 @@ export function attemptHttp1(
           return { kind: "timeout" };
         }
         try {
+          const sentAt = performance.now();
           res = await exchange(c, head, method);
+          o.onResponseHead(performance.now() - sentAt);
         } catch (e) {
           c.close();
           // Only when the upstream sent nothing at all: else the failure is the answer.

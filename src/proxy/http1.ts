@@ -173,6 +173,8 @@ class Exchange {
   readonly #info: ConnInfo;
   readonly #opts: Http1Options;
   readonly #start = performance.now();
+  /** From the request going upstream to its response head (see ExchangeFacts), -1 before. */
+  #upstreamMs = -1;
   #flags: string[] = [];
   #status = 0;
   #requestBytes = 0;
@@ -645,6 +647,7 @@ class Exchange {
     requestHead: Uint8Array,
     body: Uint8Array | undefined,
   ): Promise<AttemptResult> {
+    const sentAt = performance.now();
     const attempt: Attempt = {
       conn,
       up,
@@ -753,6 +756,7 @@ class Exchange {
         continue;
       }
       attempt.head = head;
+      this.#upstreamMs = performance.now() - sentAt;
       return attempt;
     }
   }
@@ -956,6 +960,7 @@ class Exchange {
       protocol: this.#head.minor === 0 ? "HTTP/1.0" : "HTTP/1.1",
       conn: this.#info,
       upstream: up,
+      upstreamMs: this.#upstreamMs,
     });
   }
 }

@@ -163,6 +163,7 @@ export class Http2Engine {
     const flags: string[] = [];
     let requestBytes = 0;
     let responseBytes = 0;
+    let upstreamMs = -1;
     // Set once the upstream headers are built; `finish` may run before that (local replies).
     let trace: RequestTrace | undefined = undefined;
     const finish = (
@@ -190,6 +191,7 @@ export class Http2Engine {
         protocol: "HTTP/2",
         conn: info,
         upstream: up,
+        upstreamMs,
       });
     /** A local reply (a gRPC one to gRPC requests) and its record with the status sent. */
     const reply = (
@@ -339,6 +341,7 @@ export class Http2Engine {
               : (s, grpc) => canReplay() && retriesStatus(retry, s, grpc),
             responseHeaders: [route?.responseHeaders, d.destination.responseHeaders],
             onResponseBytes: (k) => responseBytes += k,
+            onResponseHead: (ms) => upstreamMs = ms,
             onRequestBytes: (k) => requestBytes += k,
             request: headersOnly ? "none" : n === 1 ? "stream" : body!.bytes(),
             keep: body,
@@ -422,6 +425,7 @@ export class Http2Engine {
         return;
       }
       let responded = false;
+      const sentAt = performance.now();
       const ureq = session.request(out, { endStream: o.request === "none" });
       // A session the upstream is draining closes once its last stream is done.
       const tracked = session as Tracked;
@@ -484,6 +488,7 @@ export class Http2Engine {
           return;
         }
         responded = true;
+        o.onResponseHead(performance.now() - sentAt);
         const list: HeaderList = [];
         for (const [k, v] of Object.entries(h)) {
           if (k.startsWith(":") || HOP_BY_HOP.has(k) || v === undefined) continue;
@@ -575,6 +580,8 @@ export interface AttemptOptions {
   holdStatus: ((status: number, grpcStatus: string) => boolean) | undefined;
   responseHeaders: Array<HeaderOps | undefined>;
   onResponseBytes: (n: number) => void;
+  /** The response head came, `ms` after the request went upstream. */
+  onResponseHead: (ms: number) => void;
   onRequestBytes: (n: number) => void;
   /** The request body: none, the downstream stream's, or a kept copy sent again. */
   request: "none" | "stream" | Uint8Array;

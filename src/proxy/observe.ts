@@ -93,6 +93,12 @@ export interface ExchangeFacts {
   requestedServerName?: string;
   /** The peer's SPIFFE id, when known. */
   peerPrincipal?: string;
+  /**
+   * Milliseconds from sending the request upstream (the attempt answered)
+   * to its response head: Envoy's x-envoy-upstream-service-time. -1 when no
+   * upstream answered.
+   */
+  upstreamMs: number;
 }
 
 export function observe(o: Observer, x: ExchangeFacts): void {

@@ -29,6 +29,8 @@ export interface AccessEntry {
   bytesReceived: number;
   bytesSent: number;
   durationMs: number;
+  /** Envoy's upstream service time (ms): request sent upstream to response head; -1 for none. */
+  upstreamServiceMs: number;
   /** "ip:port", "" when no upstream was reached. */
   upstreamHost: string;
   upstreamCluster: string;
@@ -58,7 +60,7 @@ export function jsonLine(e: AccessEntry): string {
     bytes_received: e.bytesReceived,
     bytes_sent: e.bytesSent,
     duration: Math.round(e.durationMs),
-    upstream_service_time: null,
+    upstream_service_time: e.upstreamServiceMs < 0 ? null : String(Math.round(e.upstreamServiceMs)),
     upstream_host: orNull(e.upstreamHost),
     upstream_cluster: orNull(e.upstreamCluster),
     x_request_id: orNull(e.requestId),
@@ -80,9 +82,11 @@ export function textLine(e: AccessEntry): string {
     dash(e.protocol)
   }" ${e.responseCode} ${e.responseFlags} ${e.bytesReceived} ${e.bytesSent} ${
     Math.round(e.durationMs)
-  } - "${dash(e.xForwardedFor)}" "${dash(e.userAgent)}" "${dash(e.requestId)}" "${
-    dash(e.authority)
-  }" "${dash(e.upstreamHost)}"`;
+  } ${e.upstreamServiceMs < 0 ? "-" : Math.round(e.upstreamServiceMs)} "${
+    dash(e.xForwardedFor)
+  }" "${dash(e.userAgent)}" "${dash(e.requestId)}" "${dash(e.authority)}" "${
+    dash(e.upstreamHost)
+  }"`;
 }
 
 export function formatLine(format: AccessLogFormat, e: AccessEntry): string {

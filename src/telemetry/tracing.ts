@@ -391,6 +391,7 @@ export class TelemetryHook {
       bytesReceived: x.requestBytes - x.requestFramingBytes,
       bytesSent: x.responseBytes - x.responseFramingBytes,
       durationMs,
+      upstreamServiceMs: x.upstreamMs,
       upstreamHost: x.upstream === undefined ? "" : hostPort(x.upstream.host, x.upstream.port),
       upstreamCluster: x.labels.cluster,
       requestId: t?.requestId ?? "",

@@ -50,6 +50,7 @@ function facts(over: Partial<ExchangeFacts> = {}): ExchangeFacts {
     grpc: false,
     grpcStatus: "",
     startMs: performance.now(),
+    upstreamMs: -1,
     requestBytes: 10,
     responseBytes: 20,
     requestFramingBytes: 0,

@@ -5,7 +5,14 @@
  */
 
 import assert from "node:assert/strict";
-import { curl, eventually, startRemora, startUpstream, writeConfig } from "./harness.ts";
+import {
+  curl,
+  eventually,
+  startH2Upstream,
+  startRemora,
+  startUpstream,
+  writeConfig,
+} from "./harness.ts";
 
 const FIELDS = [
   "start_time",
@@ -26,6 +33,7 @@ const FIELDS = [
   "source_principal",
   "destination_principal",
   "trace_id",
+  "upstream_service_time",
 ];
 
 function jsonLines(stdout: string): Array<Record<string, unknown>> {
@@ -72,6 +80,14 @@ Deno.test("access log: JSON lines with Envoy's fields, one per request", async (
     assert.ok(!Number.isNaN(Date.parse(String(a!.start_time))));
     assert.equal(b!.response_code, 404);
     assert.match(String(b!.x_request_id), /^[0-9a-f-]{36}$/, "generated when absent");
+    // Envoy's x-envoy-upstream-service-time: milliseconds, as the header's text.
+    assert.match(String(a!.upstream_service_time), /^\d+$/);
+    const slow = await curl([`http://127.0.0.1:${r.inbound}/delay/300`]);
+    assert.equal(slow.status, 200);
+    assert.ok(await eventually(() => jsonLines(r.stdout()).length >= 5));
+    const e = jsonLines(r.stdout())[4]!;
+    const upstream = Number(e.upstream_service_time);
+    assert.ok(upstream >= 290 && upstream <= (e.duration as number), JSON.stringify(e));
   } finally {
     await r.stop();
     await app.close();
@@ -85,7 +101,7 @@ Deno.test("access log: text lines in Envoy's default format", async () => {
     const res = await curl(["-A", "curl-test", `http://127.0.0.1:${r.inbound}/t`]);
     assert.equal(res.status, 200);
     const re =
-      /^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET \/t HTTP\/1\.1" 200 - \d+ \d+ \d+ - "127\.0\.0\.1" "curl-test" "[0-9a-f-]{36}" "127\.0\.0\.1:\d+" "127\.0\.0\.1:\d+"$/;
+      /^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET \/t HTTP\/1\.1" 200 - \d+ \d+ \d+ \d+ "127\.0\.0\.1" "curl-test" "[0-9a-f-]{36}" "127\.0\.0\.1:\d+" "127\.0\.0\.1:\d+"$/;
     assert.ok(
       await eventually(() => r.stdout().split("\n").some((l) => re.test(l))),
       r.stdout(),
@@ -154,7 +170,51 @@ spec: { outboundTrafficPolicy: { mode: REGISTRY_ONLY } }
     assert.equal(line!.response_flags, "NR");
     assert.equal(line!.authority, "unknown.example");
     assert.equal(line!.path, "/x");
+    assert.equal(line!.upstream_service_time, null, "no upstream answered");
   } finally {
     await r.stop();
+  }
+});
+
+Deno.test("access log: HTTP/2 exchanges carry the upstream service time, to an HTTP/2 app and to an HTTP/1.1 one", async () => {
+  const h2app = await startH2Upstream("h2app");
+  const h1app = await startUpstream("h1app");
+  const cfg = await writeConfig(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: h1svc }
+spec:
+  hosts: [h1.svc.test]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { http: ${h1app.port} } }]
+`);
+  const r = await startRemora([
+    "--config",
+    cfg,
+    "--app-port",
+    String(h2app.port),
+    "--access-log",
+    "json",
+  ]);
+  try {
+    const toH2 = await curl(["--http2-prior-knowledge", `http://127.0.0.1:${r.inbound}/delay/200`]);
+    assert.equal(toH2.status, 200, toH2.body);
+    const toH1 = await curl([
+      "--http2-prior-knowledge",
+      "-H",
+      "Host: h1.svc.test",
+      `http://127.0.0.1:${r.outbound}/delay/200`,
+    ]);
+    assert.equal(toH1.status, 200, toH1.body);
+    assert.ok(await eventually(() => jsonLines(r.stdout()).length >= 2));
+    for (const e of jsonLines(r.stdout())) {
+      assert.equal(e.protocol, "HTTP/2");
+      const upstream = Number(e.upstream_service_time);
+      assert.ok(upstream >= 190 && upstream <= (e.duration as number), JSON.stringify(e));
+    }
+  } finally {
+    await r.stop();
+    await h2app.close();
+    await h1app.close();
   }
 });
