@@ -961,6 +961,9 @@ class Exchange {
       conn: this.#info,
       upstream: up,
       upstreamMs: this.#upstreamMs,
+      clientRequestId: this.#trace === undefined
+        ? getHeader(this.#head.headers, "x-request-id")
+        : undefined,
     });
   }
 }

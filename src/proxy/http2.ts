@@ -192,6 +192,9 @@ export class Http2Engine {
         conn: info,
         upstream: up,
         upstreamMs,
+        clientRequestId: trace === undefined && typeof headers["x-request-id"] === "string"
+          ? headers["x-request-id"]
+          : undefined,
       });
     /** A local reply (a gRPC one to gRPC requests) and its record with the status sent. */
     const reply = (

@@ -99,6 +99,12 @@ export interface ExchangeFacts {
    * upstream answered.
    */
   upstreamMs: number;
+  /**
+   * The x-request-id the client sent, read only for exchanges that never
+   * reached trace context (local replies); logs make one when absent, as
+   * Envoy does before routing.
+   */
+  clientRequestId: string | undefined;
 }
 
 export function observe(o: Observer, x: ExchangeFacts): void {

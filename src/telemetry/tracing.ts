@@ -394,7 +394,7 @@ export class TelemetryHook {
       upstreamServiceMs: x.upstreamMs,
       upstreamHost: x.upstream === undefined ? "" : hostPort(x.upstream.host, x.upstream.port),
       upstreamCluster: x.labels.cluster,
-      requestId: t?.requestId ?? "",
+      requestId: t?.requestId || x.clientRequestId || crypto.randomUUID(),
       authority: x.authority,
       downstreamRemoteAddress: x.conn.remoteAddr === "unknown"
         ? ""

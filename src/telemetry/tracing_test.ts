@@ -51,6 +51,7 @@ function facts(over: Partial<ExchangeFacts> = {}): ExchangeFacts {
     grpcStatus: "",
     startMs: performance.now(),
     upstreamMs: -1,
+    clientRequestId: undefined,
     requestBytes: 10,
     responseBytes: 20,
     requestFramingBytes: 0,
@@ -218,7 +219,7 @@ Deno.test("Telemetry policy: sampling percentage, disableSpanReporting and acces
   assert.equal(lines.length, 1);
   assert.match(
     lines[0]!,
-    /^\[\d{4}-\d\d-\d\dT.*\] "GET \/x\?y=1 HTTP\/1\.1" 200 - 10 20 2 - "-" "curl\/8" "-" "b\.example:8080" "127\.0\.0\.9:9080"$/,
+    /^\[\d{4}-\d\d-\d\dT.*\] "GET \/x\?y=1 HTTP\/1\.1" 200 - 10 20 2 - "-" "curl\/8" "[0-9a-f-]{36}" "b\.example:8080" "127\.0\.0\.9:9080"$/,
   );
   const inb = m.t.hook("destination");
   inb.onExchange(facts({ trace: inb.onRequest([]) }), "-", 2);

@@ -171,6 +171,17 @@ spec: { outboundTrafficPolicy: { mode: REGISTRY_ONLY } }
     assert.equal(line!.authority, "unknown.example");
     assert.equal(line!.path, "/x");
     assert.equal(line!.upstream_service_time, null, "no upstream answered");
+    assert.match(String(line!.x_request_id), /^[0-9a-f-]{36}$/, "made before routing, as Envoy");
+    const mine = await curl([
+      "-x",
+      `http://127.0.0.1:${r.outbound}`,
+      "-H",
+      "x-request-id: my-id-7",
+      "http://unknown.example/y",
+    ]);
+    assert.equal(mine.status, 502);
+    assert.ok(await eventually(() => jsonLines(r.stdout()).length >= 2));
+    assert.equal(jsonLines(r.stdout())[1]!.x_request_id, "my-id-7");
   } finally {
     await r.stop();
   }
