@@ -668,6 +668,12 @@ function watchIdentity(
       metrics.identityRotation("rejected");
       log.error("new identity refused; the current one stays", { error: e.message });
     },
+    onRestored(id) {
+      log.info("identity files are good again: they hold the identity in use", {
+        identity: id.spiffeId,
+        serial: id.serialNumber,
+      });
+    },
   });
   return {
     close: async () => {

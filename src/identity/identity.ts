@@ -210,6 +210,8 @@ export interface IdentityWatcherOptions {
   onIdentity: (identity: Identity) => void;
   /** Called when a changed set is refused; the caller keeps the old identity. */
   onError: (error: IdentityError) => void;
+  /** Called when, after a refusal, the files hold the identity being served again. */
+  onRestored?: (identity: Identity) => void;
   /** Quiet time after the last change before loading (default 100ms). */
   debounceMs?: number;
   /**
@@ -238,6 +240,8 @@ export class IdentityWatcher {
   #current: Identity | undefined;
   /** The next load is the one retry of a set found inconsistent. */
   #retrying = false;
+  /** The last load was refused (reported through onError). */
+  #refused = false;
 
   constructor(dir: string, opts: IdentityWatcherOptions) {
     this.dir = dir;
@@ -268,7 +272,12 @@ export class IdentityWatcher {
       const now = this.#opts.now?.() ?? new Date();
       const identity = await loadIdentity(this.dir, { now });
       if (this.#watch.closed) return;
-      if (this.#current !== undefined && sameIdentity(this.#current, identity)) return;
+      const refused = this.#refused;
+      this.#refused = false;
+      if (this.#current !== undefined && sameIdentity(this.#current, identity)) {
+        if (refused) this.#opts.onRestored?.(identity);
+        return;
+      }
       this.#current = identity;
       this.#opts.onIdentity(identity);
     } catch (e) {
@@ -283,6 +292,7 @@ export class IdentityWatcher {
         }
         return;
       }
+      this.#refused = true;
       this.#opts.onError(e instanceof IdentityError ? e : new IdentityError(this.dir, _reason(e)));
     }
   }

@@ -293,11 +293,14 @@ async function writeInPlace(path: string, text: string): Promise<void> {
 function recorder() {
   const identities: Identity[] = [];
   const errors: IdentityError[] = [];
+  const restored: Identity[] = [];
   return {
     identities,
     errors,
+    restored,
     onIdentity: (i: Identity) => identities.push(i),
     onError: (e: IdentityError) => errors.push(e),
+    onRestored: (i: Identity) => restored.push(i),
   };
 }
 
@@ -348,6 +351,11 @@ Deno.test("IdentityWatcher refuses a broken set and reports no identity", async 
       await writeInPlace(`${dir}/cert-chain.pem`, issued.certChainPem);
       await writeInPlace(`${dir}/key.pem`, other.keyPem);
       await waitFor(() => rec.errors.some((e) => e.file.endsWith("key.pem")), "the key refusal");
+      assert.deepEqual(rec.identities, []);
+      assert.deepEqual(rec.restored, []);
+      // The good files back: no rotation (the same identity), but said once.
+      await writeInPlace(`${dir}/key.pem`, issued.keyPem);
+      await waitFor(() => rec.restored.length === 1, "the restored files");
       assert.deepEqual(rec.identities, []);
       // Other files in the directory are no concern of the watcher.
       const before = rec.errors.length;
