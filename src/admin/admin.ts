@@ -63,7 +63,36 @@ export function configDump(state: AdminState): Record<string, unknown> {
       })),
       ...describeResilience(c),
     })),
+    security: describeSecurity(cfg),
     ...state.describe(),
+  };
+}
+
+/**
+ * What protects this workload: the mTLS mode (per port where a port-level
+ * setting applies) with the PeerAuthentication policies it came from, and
+ * the AuthorizationPolicies that select it, by action.
+ */
+function describeSecurity(cfg: RuntimeConfig): Record<string, unknown> {
+  const { peer, authz, workload, rootNamespace } = cfg.security;
+  const names = (list: readonly { name: string }[]) => list.map((p) => p.name);
+  return {
+    workload: { namespace: workload.namespace, labels: workload.labels },
+    rootNamespace,
+    peerAuthentication: {
+      mode: peer.mode,
+      ...(peer.ports.size === 0 ? {} : { ports: Object.fromEntries(peer.ports) }),
+      policies: {
+        mesh: peer.mesh ?? null,
+        namespace: peer.namespace ?? null,
+        workload: peer.workload ?? null,
+      },
+    },
+    authorizationPolicies: {
+      deny: names(authz.deny),
+      allow: names(authz.allow),
+      audit: names(authz.audit),
+    },
   };
 }
 

@@ -534,3 +534,63 @@ spec:
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("/config_dump shows the mTLS mode per port and the policies that apply to this workload", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-secdump-" });
+  let r: Remora | undefined;
+  try {
+    await Deno.writeTextFile(
+      `${dir}/mesh.yaml`,
+      `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: ns-wide, namespace: shop }
+spec: { mtls: { mode: STRICT } }
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: metrics-port, namespace: shop }
+spec:
+  selector: { matchLabels: { app: cart } }
+  portLevelMtls: { "9090": { mode: PERMISSIVE } }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: no-admin, namespace: shop }
+spec:
+  action: DENY
+  rules: [{ to: [{ operation: { paths: ["/admin*"] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: for-others, namespace: shop }
+spec:
+  selector: { matchLabels: { app: other } }
+  action: ALLOW
+  rules: [{}]
+`,
+    );
+    r = await startRemora([
+      "--config",
+      `${dir}/mesh.yaml`,
+      "--namespace",
+      "shop",
+      "--labels",
+      "app=cart",
+    ]);
+    const dump = await (await fetch(`http://127.0.0.1:${r.admin}/config_dump`)).json();
+    assert.deepEqual(dump.security.peerAuthentication, {
+      mode: "STRICT",
+      ports: { "9090": "PERMISSIVE" },
+      policies: { mesh: null, namespace: "shop/ns-wide", workload: "shop/metrics-port" },
+    });
+    assert.deepEqual(dump.security.authorizationPolicies, {
+      deny: ["shop/no-admin"],
+      allow: [],
+      audit: [],
+    });
+    assert.deepEqual(dump.security.workload, { namespace: "shop", labels: { app: "cart" } });
+  } finally {
+    await r?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
