@@ -60,6 +60,8 @@ export function attemptHttp1(
     let bodySent = true;
     let conn: BufConn | undefined;
     let responded = false;
+    /** The status passed on to the client once it responded (logged with a later failure). */
+    let sentStatus = 0;
     const settle = (x: Outcome) => {
       if (settled) return;
       settled = true;
@@ -83,9 +85,11 @@ export function attemptHttp1(
     stream.once("close", gone);
     run().then(settle, (e) => {
       conn?.close();
+      // The response began: the client must learn that it did not end well (a reset stream).
+      if (responded && !stream.destroyed) stream.close(INTERNAL_ERROR);
       settle(
         responded
-          ? { kind: "done", status: 0, grpcStatus: "", flag: "UC" }
+          ? { kind: "done", status: sentStatus, grpcStatus: "", flag: "UC" }
           : e instanceof HttpParseError
           ? { kind: "reset", detail: e.message, status: e.status }
           : { kind: "reset", detail: (e as Error).message },
@@ -178,7 +182,7 @@ export function attemptHttp1(
       }
       if (o.holdStatus?.(res.status, "")) {
         c.close();
-        return { kind: "reset", detail: `status ${res.status}`, status: res.status };
+        return { kind: "reset", detail: `status ${res.status}`, status: res.status, held: true };
       }
 
       const list: HeaderList = res.headers.filter(([k]) => !HOP_BY_HOP.has(k));
@@ -193,6 +197,7 @@ export function attemptHttp1(
         return { kind: "done", status: res.status, grpcStatus: "", flag: "DC" };
       }
       responded = true;
+      sentStatus = res.status;
       if (res.framing.kind === "none") {
         stream.respond(rh, { endStream: true });
       } else {
@@ -214,6 +219,7 @@ export function attemptHttp1(
 }
 
 const CANCEL = 0x8; // NGHTTP2_CANCEL
+const INTERNAL_ERROR = 0x2; // NGHTTP2_INTERNAL_ERROR
 
 /** Copies the client's request body to the upstream, chunked when it has no length. */
 async function sendBody(
@@ -223,6 +229,7 @@ async function sendBody(
   o: AttemptOptions,
 ): Promise<void> {
   const keep = o.keep;
+  if (keep !== undefined) keep.started = true;
   for await (const chunk of stream as AsyncIterable<Uint8Array>) {
     o.onRequestBytes(chunk.length);
     keep?.add(chunk);

@@ -466,6 +466,8 @@ class Exchange {
           retrying = false;
         }
         if (n >= maxAttempts || retry === undefined) break;
+        // The route's timeout has ended the request: no retry (as Envoy's global timeout).
+        if (deadline !== Infinity && performance.now() >= deadline) break;
         const again = "failure" in result
           ? retriesFailure(retry, result.failure)
           : retriesStatus(retry, result.head.status);

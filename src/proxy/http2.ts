@@ -22,7 +22,14 @@ import { log } from "../log.ts";
 import type { BufConn } from "../net/buf_conn.ts";
 import { type ConnInfo, destinationIpOf } from "./http1.ts";
 import { observe, type Observer } from "./observe.ts";
-import { applyHeaderOps, backoffMs, newRequestId, retriesStatus, sleep } from "./policy.ts";
+import {
+  applyHeaderOps,
+  backoffMs,
+  newRequestId,
+  retriesFailure,
+  retriesStatus,
+  sleep,
+} from "./policy.ts";
 import type { ConnPool } from "./pool.ts";
 import { breakerFor } from "./circuit_breaker.ts";
 import { recordOutcome } from "./outlier.ts";
@@ -296,7 +303,7 @@ export class Http2Engine {
     const headersOnly = stream.readableEnded ||
       (stream as unknown as { endAfterHeaders: boolean }).endAfterHeaders;
     const body = retry !== undefined && !headersOnly ? new KeptBody() : undefined;
-    const canReplay = () => body === undefined || (body.ended && !body.over);
+    const canReplay = () => body === undefined || !body.started || (body.ended && !body.over);
     const maxAttempts = retry !== undefined ? 1 + retry.attempts : 1;
     const timeoutMs = route?.timeoutMs;
     const deadline = timeoutMs !== undefined && timeoutMs > 0 ? routeStart + timeoutMs : Infinity;
@@ -346,7 +353,8 @@ export class Http2Engine {
             onResponseBytes: (k) => responseBytes += k,
             onResponseHead: (ms) => upstreamMs = ms,
             onRequestBytes: (k) => requestBytes += k,
-            request: headersOnly ? "none" : n === 1 ? "stream" : body!.bytes(),
+            // The client's stream until an attempt has read from it, then the kept copy.
+            request: headersOnly ? "none" : body?.started === true ? body.bytes() : "stream",
             keep: body,
           });
         } finally {
@@ -374,7 +382,13 @@ export class Http2Engine {
         }
         // The route's timeout ends the request, retries or not (as Envoy's global timeout does).
         const expired = deadline !== Infinity && performance.now() >= deadline;
-        if (!last && canReplay() && !expired) {
+        const failure = outcome.kind === "connect"
+          ? "connect-failure"
+          : outcome.kind === "reset" && outcome.detail.includes("REFUSED_STREAM")
+          ? "refused-stream"
+          : outcome.kind;
+        const held = outcome.kind === "reset" && outcome.held === true;
+        if (!last && canReplay() && !expired && (held || retriesFailure(retry!, failure))) {
           const refused = budget!.tryRetry();
           if (refused === undefined) {
             retrying = true;
@@ -428,6 +442,8 @@ export class Http2Engine {
         return;
       }
       let responded = false;
+      /** The status passed on to the client once it responded (logged with a later failure). */
+      let sentStatus = 0;
       const sentAt = performance.now();
       const ureq = session.request(out, { endStream: o.request === "none" });
       // A session the upstream is draining closes once its last stream is done.
@@ -448,6 +464,7 @@ export class Http2Engine {
         : undefined;
       if (o.request === "stream") {
         const keep = o.keep;
+        if (keep !== undefined) keep.started = true;
         stream.on("data", (c: Uint8Array) => {
           o.onRequestBytes(c.length);
           keep?.add(c);
@@ -466,7 +483,7 @@ export class Http2Engine {
       ureq.on("close", () =>
         settle(
           responded
-            ? { kind: "done", status: 0, grpcStatus: "", flag: "UC" }
+            ? { kind: "done", status: sentStatus, grpcStatus: "", flag: "UC" }
             : { kind: "reset", detail: "upstream stream closed" },
         ));
       let trailers: http2.IncomingHttpHeaders | undefined;
@@ -474,7 +491,7 @@ export class Http2Engine {
       ureq.on("error", (e: Error & { code?: string }) => {
         if (responded) {
           if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
-          settle({ kind: "done", status: 0, grpcStatus: "", flag: "UC" });
+          settle({ kind: "done", status: sentStatus, grpcStatus: "", flag: "UC" });
           return;
         }
         const connect = e.code === "ECONNREFUSED" || e.code === "ENOTFOUND" ||
@@ -487,10 +504,11 @@ export class Http2Engine {
         const g = h["grpc-status"];
         if (o.holdStatus?.(status, g === undefined ? "" : String(g))) {
           ureq.close(http2.constants.NGHTTP2_CANCEL);
-          settle({ kind: "reset", detail: `status ${status}`, status });
+          settle({ kind: "reset", detail: `status ${status}`, status, held: true });
           return;
         }
         responded = true;
+        sentStatus = status;
         o.onResponseHead(performance.now() - sentAt);
         const list: HeaderList = [];
         for (const [k, v] of Object.entries(h)) {
@@ -549,6 +567,8 @@ const REPLAY_LIMIT = 64 * 1024;
 
 /** A copy of a request body as it streams, kept while it is at most REPLAY_LIMIT bytes. */
 export class KeptBody {
+  /** An attempt has begun reading the client's stream: later ones send the copy. */
+  started = false;
   ended = false;
   over = false;
   #chunks: Uint8Array[] = [];
@@ -596,7 +616,8 @@ export type Outcome =
   | { kind: "done"; status: number; grpcStatus: string; flag?: string }
   | { kind: "timeout" }
   | { kind: "connect"; detail: string; status?: number }
-  | { kind: "reset"; detail: string; status?: number };
+  /** `held`: a response dropped by `holdStatus`, to be retried by its status. */
+  | { kind: "reset"; detail: string; status?: number; held?: true };
 
 /**
  * Sends remora's own answer. To a gRPC request it is a trailers-only gRPC

@@ -10,7 +10,7 @@ import type { HeaderOps, RetryPolicy } from "../config/runtime.ts";
 import type { HeaderList } from "../http/h1_head.ts";
 
 /** Why an attempt failed before a usable response. */
-export type Failure = "connect-failure" | "reset" | "timeout" | "overflow";
+export type Failure = "connect-failure" | "reset" | "refused-stream" | "timeout" | "overflow";
 
 /**
  * Whether a response head calls for a retry: by its status, or by the
@@ -31,9 +31,12 @@ export function retriesFailure(p: RetryPolicy, f: Failure): boolean {
       return p.onConnectFailure || p.on5xx || p.onGatewayError || p.onReset;
     case "reset":
       return p.onReset || p.on5xx;
+    case "refused-stream":
+      return p.onRefusedStream || p.onReset || p.on5xx;
     case "timeout":
-      // A per-try timeout is always retried while attempts remain (as Envoy does).
-      return true;
+      // A per-try timeout is an upstream that did not answer: Envoy retries it under 5xx,
+      // gateway-error and reset. (The route's timeout ends the request: never retried.)
+      return p.on5xx || p.onGatewayError || p.onReset;
     case "overflow":
       // A circuit breaker said no: retrying would only add load.
       return false;

@@ -501,3 +501,103 @@ spec:
     await serving;
   }
 });
+
+Deno.test("h2c to a port declared HTTP: an upstream that closes mid-body resets the client's stream at once", async () => {
+  // Promises 100 bytes, sends 5 and closes.
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  const serving = (async () => {
+    for await (const c of l) {
+      (async () => {
+        await c.read(new Uint8Array(4096));
+        await c.write(
+          new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"),
+        );
+        c.close();
+      })().catch(() => {});
+    }
+  })().catch(() => {});
+  let r: Remora | undefined;
+  try {
+    const config = await writeConfig(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: cut }
+spec:
+  hosts: [cut.svc.test]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { http: ${port} } }]
+`);
+    r = await startRemora(["--config", config, "--access-log", "json"]);
+    const started = Date.now();
+    const res = await curl([
+      ...H2,
+      "--max-time",
+      "8",
+      "-H",
+      "Host: cut.svc.test",
+      `http://127.0.0.1:${r.outbound}/u`,
+    ]);
+    assert.notEqual(res.code, 0, "the client sees the response fail");
+    assert.notEqual(res.code, 28, "not left waiting for its own timeout");
+    assert.ok(Date.now() - started < 5000);
+    const line = await (async () => {
+      for (let i = 0; i < 50; i++) {
+        const l = r!.stdout().split("\n").find((x) => x.includes('"/u"'));
+        if (l !== undefined) return JSON.parse(l);
+        await new Promise((ok) => setTimeout(ok, 100));
+      }
+      throw new Error(`no access log line: ${r!.stdout()}`);
+    })();
+    assert.equal(line.response_code, 200, "the status the client was sent");
+    assert.match(line.response_flags, /UC/);
+  } finally {
+    await r?.stop();
+    l.close();
+    await serving;
+  }
+});
+
+Deno.test("h2c with a request body is retried on a connect failure, to an HTTP/1.1 and an HTTP/2 upstream", async () => {
+  const h1app = await startUpstream("h1app");
+  const h2app = await startH2Upstream("h2app");
+  const dead = closedPort();
+  let r: Remora | undefined;
+  try {
+    // Each service has a live endpoint and a dead one; Istio's default retry policy applies.
+    const config = await writeConfig(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: h1svc }
+spec:
+  hosts: [h1.svc.test]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints:
+  - { address: 127.0.0.1, ports: { http: ${h1app.port} } }
+  - { address: 127.0.0.1, ports: { http: ${dead} } }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: h2svc }
+spec:
+  hosts: [h2.svc.test]
+  ports: [{ number: 80, name: http2, protocol: HTTP2 }]
+  resolution: STATIC
+  endpoints:
+  - { address: 127.0.0.1, ports: { http2: ${h2app.port} } }
+  - { address: 127.0.0.1, ports: { http2: ${dead} } }
+`);
+    r = await startRemora(["--config", config]);
+    const url = `http://127.0.0.1:${r.outbound}`;
+    for (const host of ["h1.svc.test", "h2.svc.test"]) {
+      for (let i = 0; i < 6; i++) {
+        const res = await curl([...H2, "-H", `Host: ${host}`, "--data-binary", "a=1", `${url}/p`]);
+        assert.equal(res.status, 200, `${host} POST ${i}: ${res.body}`);
+      }
+    }
+  } finally {
+    await r?.stop();
+    await h1app.close();
+    await h2app.close();
+  }
+});

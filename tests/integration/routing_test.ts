@@ -14,6 +14,7 @@ import {
   curlLines,
   type Echo,
   type Remora,
+  scrape,
   startRemora,
   startUpstream,
   type Upstream,
@@ -321,6 +322,11 @@ Deno.test("a route timeout answers 504 when the upstream is slower", async () =>
     assert.ok(took >= 450 && took < 2000, `answered after ${took.toFixed(0)}ms`);
     const fast = await m.get("/delay/50");
     assert.equal(fast.status, 200);
+    // The route's timeout is not a per-try timeout: nothing was retried (flag UT, not URX).
+    const metrics = await scrape(m.r);
+    assert.match(metrics, /response_code="504"[^}]*response_flags="UT"/);
+    assert.doesNotMatch(metrics, /URX/);
+    assert.doesNotMatch(metrics, /^remora_retries_total\{[^}]*\} [1-9]/m);
   });
 });
 
