@@ -16,7 +16,8 @@
  * every `when` condition match; absent parts match anything. Inside a
  * source/operation every given field must match. A field matches when some
  * value matches and, for its `not` form, no value matches. Strings: exact,
- * "prefix*", "*suffix", and "*" = any non-empty value. Principals are SPIFFE
+ * "prefix*", "*suffix", and "*" = any non-empty value (for `request.headers`:
+ * any value, empty too, as Istio compiles it to Envoy's present_match). Principals are SPIFFE
  * IDs without "spiffe://"; namespaces come from the principal's "/ns/<ns>/"
  * part, so both need mTLS (plaintext has no principal: `principals` never
  * match it and `notPrincipals` always do). Hosts compare case-insensitively
@@ -101,6 +102,8 @@ const _EXACT = 0;
 const _PREFIX = 1;
 const _SUFFIX = 2;
 const _ANY = 3;
+/** A header's "*": present, even empty (Envoy's present_match, as Istio compiles it). */
+const _PRESENT = 4;
 
 interface _Str {
   kind: number;
@@ -322,6 +325,8 @@ function _anyStr(list: _Str[], v: string): boolean {
       case _SUFFIX:
         if (v.endsWith(m.v)) return true;
         break;
+      case _PRESENT:
+        return true;
       default:
         if (v.length > 0) return true;
     }
@@ -461,8 +466,10 @@ function _pushStr(
   if (!always && values === undefined && notValues === undefined) return;
   const c = _cond(attr);
   const lower = attr === _HOST;
-  if (values !== undefined) c.strs = values.map((v) => compileWildcard(v, lower));
-  if (notValues !== undefined) c.notStrs = notValues.map((v) => compileWildcard(v, lower));
+  const compile = (v: string): _Str =>
+    attr === _HEADER && v === "*" ? { kind: _PRESENT, v: "" } : compileWildcard(v, lower);
+  if (values !== undefined) c.strs = values.map(compile);
+  if (notValues !== undefined) c.notStrs = notValues.map(compile);
   out.push(c);
 }
 

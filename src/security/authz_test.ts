@@ -323,8 +323,19 @@ when: [{key: "request.headers[X-Version]", values: [v1, "v2*"]}]`),
     expect: [
       [{ headers: { "User-Agent": "curl/8.0" } }, true],
       [{ headers: { "User-Agent": "curl/8.0", "x-debug": "1" } }, false],
+      // Present but empty is present (Envoy's present_match): still denied.
+      [{ headers: { "User-Agent": "curl/8.0", "x-debug": "" } }, false],
       [{ headers: { "User-Agent": "wget" } }, false],
       [{ headers: {} }, false],
+    ],
+  },
+  {
+    name: "when request.headers notValues [*]: only a request without the header",
+    yaml: allow(`when: [{key: "request.headers[x-internal]", notValues: ["*"]}]`),
+    expect: [
+      [{ headers: {} }, true],
+      [{ headers: { "x-internal": "" } }, false],
+      [{ headers: { "x-internal": "yes" } }, false],
     ],
   },
   {

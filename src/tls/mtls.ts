@@ -21,6 +21,7 @@ import tls from "node:tls";
 import { BufConn } from "../net/buf_conn.ts";
 import { tcpByteConn, tlsByteConn } from "../net/byte_conn.ts";
 import { setNoDelay } from "../net/ffi.ts";
+import { x509 } from "../identity/x509.ts";
 import { duplexOf } from "../net/duplex.ts";
 
 /** The certificate material of this workload. */
@@ -90,6 +91,72 @@ export function chainProblem(
   now = new Date(),
 ): string | undefined {
   if (peer?.raw === undefined || peer.raw.length === 0) return "no certificate presented";
+  return chainProblemOf(peer as PeerCertificate & { raw: Uint8Array }, roots, now);
+}
+
+/**
+ * What disqualifies a mesh peer's certificate: its chain (`chainProblem`),
+ * an extendedKeyUsage that does not allow `purpose` (a server-only
+ * certificate cannot act as a client, nor the reverse), or more than one
+ * SPIFFE ID (an X.509-SVID has exactly one: policies reading the first
+ * would miss the others).
+ */
+export function peerProblem(
+  peer: PeerCertificate | null | undefined,
+  roots: readonly X509Certificate[],
+  purpose: Purpose,
+): string | undefined {
+  const problem = chainProblem(peer, roots);
+  if (problem !== undefined) return problem;
+  const ids =
+    (peer!.subjectaltname ?? "").split(",").filter((p) => p.trim().startsWith("URI:spiffe://"))
+      .length;
+  if (ids > 1) return `certificate has ${ids} SPIFFE IDs; an X.509-SVID has exactly one`;
+  return purposeProblem(peer!.raw!, purpose);
+}
+
+export type Purpose = "clientAuth" | "serverAuth";
+
+const EKU_OID: Record<Purpose, string> = {
+  serverAuth: "1.3.6.1.5.5.7.3.1",
+  clientAuth: "1.3.6.1.5.5.7.3.2",
+};
+const ANY_EKU = "2.5.29.37.0";
+
+/** Checked leaves (by DER hash and purpose): a certificate is parsed once, not per connection. */
+const purposeChecked = new Map<string, string | undefined>();
+
+/**
+ * Whether the leaf's extendedKeyUsage allows `purpose` (absent: any use).
+ * Deno's node:crypto shows no extendedKeyUsage, so the X.509 library reads it.
+ */
+function purposeProblem(raw: Uint8Array, purpose: Purpose): string | undefined {
+  const key = createHash("sha256").update(raw).digest("hex") + purpose;
+  if (purposeChecked.has(key)) return purposeChecked.get(key);
+  let problem: string | undefined;
+  try {
+    const eku = new x509.X509Certificate(new Uint8Array(raw)).getExtension(
+      x509.ExtendedKeyUsageExtension,
+    );
+    const usages = eku === null ? undefined : eku.usages.map(String);
+    if (usages !== undefined && !usages.includes(EKU_OID[purpose]) && !usages.includes(ANY_EKU)) {
+      problem = `certificate is not for TLS ${
+        purpose === "clientAuth" ? "clients" : "servers"
+      } (its extendedKeyUsage lacks ${purpose})`;
+    }
+  } catch (e) {
+    problem = `certificate cannot be read: ${(e as Error).message}`;
+  }
+  if (purposeChecked.size >= 1024) purposeChecked.clear();
+  purposeChecked.set(key, problem);
+  return problem;
+}
+
+function chainProblemOf(
+  peer: PeerCertificate & { raw: Uint8Array },
+  roots: readonly X509Certificate[],
+  now: Date,
+): string | undefined {
   let cert = new X509Certificate(peer.raw);
   let next = peer.issuerCertificate;
   for (let depth = 0; depth < 5; depth++) {
@@ -198,7 +265,7 @@ export async function terminate(
     throw e;
   }
   const cert = sock.getPeerCertificate(true) as PeerCertificate | null;
-  const problem = chainProblem(cert, identity.roots);
+  const problem = peerProblem(cert, identity.roots, "clientAuth");
   if (problem !== undefined && opts.requireClientCert) {
     sock.destroy();
     throw new MtlsError(`Client certificate refused: ${problem}`);
@@ -237,7 +304,7 @@ function serverProblem(
   identity: MeshIdentity,
   target: MtlsTarget,
 ): { message: string; mismatch: boolean } | undefined {
-  const problem = chainProblem(cert, identity.roots);
+  const problem = peerProblem(cert, identity.roots, "serverAuth");
   if (problem !== undefined) {
     return { message: `Server certificate refused: ${problem}`, mismatch: false };
   }

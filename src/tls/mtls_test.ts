@@ -15,7 +15,7 @@ import { EC_P256, generateKeyPair, privateKeyPem, x509 } from "../identity/x509.
 import { BufConn } from "../net/buf_conn.ts";
 import { StreamByteConn, tcpByteConn } from "../net/byte_conn.ts";
 import { X509Certificate } from "node:crypto";
-import { chainProblem, MeshIdentity, originate, terminate } from "./mtls.ts";
+import { chainProblem, MeshIdentity, originate, peerProblem, terminate } from "./mtls.ts";
 
 const TD = "cluster.local";
 
@@ -275,6 +275,24 @@ Deno.test("chainProblem: an intermediate must be a CA; a workload's key cannot i
     const roots = [new X509Certificate(Deno.readTextFileSync(`${dir}/root.pem`))];
     assert.match(chainProblem(peer("f", "w"), roots) ?? "", /is not a CA certificate/);
     assert.equal(chainProblem(peer("l", "i"), roots), undefined);
+    // extendedKeyUsage decides which side a certificate may play; one SPIFFE ID only.
+    const san = "subjectAltName=URI:spiffe://cluster.local/ns/default/sa/s";
+    await sh(`${key("s")} && ${sign("s", "root", `${san}\\nextendedKeyUsage=serverAuth`)}`);
+    await sh(`${key("c")} && ${sign("c", "root", `${san}\\nextendedKeyUsage=clientAuth`)}`);
+    await sh(
+      `${key("two")} && ${sign("two", "root", `${san},URI:spiffe://cluster.local/ns/x/sa/y`)}`,
+    );
+    const leaf = (name: string) =>
+      ({
+        raw: der(name),
+        subjectaltname: new X509Certificate(der(name)).subjectAltName,
+      }) as unknown as tls.PeerCertificate;
+    assert.equal(peerProblem(leaf("s"), roots, "serverAuth"), undefined);
+    assert.match(peerProblem(leaf("s"), roots, "clientAuth") ?? "", /not for TLS clients/);
+    assert.equal(peerProblem(leaf("c"), roots, "clientAuth"), undefined);
+    assert.match(peerProblem(leaf("c"), roots, "serverAuth") ?? "", /not for TLS servers/);
+    assert.equal(peerProblem(leaf("w"), roots, "clientAuth"), undefined, "no EKU: any use");
+    assert.match(peerProblem(leaf("two"), roots, "clientAuth") ?? "", /2 SPIFFE IDs/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -36,6 +36,22 @@ async function identityDir(
   return dir;
 }
 
+/**
+ * A certificate from `ca` made by openssl with the extensions `ext` (one per
+ * line), as cert-chain.pem and key.pem in a new directory.
+ */
+async function opensslCert(ca: Ca, ext: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "remora-odd-" });
+  await Deno.writeTextFile(`${dir}/ca.pem`, ca.certPem);
+  await Deno.writeTextFile(`${dir}/ca.key`, ca.keyPem);
+  await Deno.writeTextFile(`${dir}/leaf.ext`, ext + "\n");
+  const sh =
+    `openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem -out leaf.csr -subj /O=odd 2>/dev/null && openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert-chain.pem -days 1 -extfile leaf.ext 2>/dev/null`;
+  const out = await new Deno.Command("bash", { args: ["-c", sh], cwd: dir }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return dir;
+}
+
 function meshConfig(port: number, serviceAccount: string): string {
   return `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -170,9 +186,16 @@ Deno.test("mtls: a server with the wrong SPIFFE ID fails the request with 503, n
 });
 
 Deno.test("mtls: openssl and curl against B's inbound port: only certificates of the mesh get through", async () => {
-  await withPair({}, async ({ b, dirs }) => {
+  await withPair({}, async ({ ca, b, dirs }) => {
     const other = await initCa({ trustDomain: TD, ttlMs: HOUR });
     const stranger = await identityDir(other, "a");
+    const id = (sa: string) => `URI:spiffe://${TD}/ns/default/sa/${sa}`;
+    // Signed by the mesh's CA, but for servers only, or naming two identities.
+    const serverOnly = await opensslCert(
+      ca,
+      `subjectAltName=${id("a")}\nextendedKeyUsage=serverAuth`,
+    );
+    const twoIds = await opensslCert(ca, `subjectAltName=${id("a")},${id("admin")}`);
     const expired = await identityDir(
       await initCa({ trustDomain: TD, ttlMs: 24 * HOUR, now: new Date(Date.now() - 12 * HOUR) }),
       "a",
@@ -200,17 +223,23 @@ Deno.test("mtls: openssl and curl against B's inbound port: only certificates of
       assert.match(good.out, /HTTP\/1\.1 200 OK/, good.out);
       assert.match(good.out, /Verify return code: 0 \(ok\)/);
       for (
-        const [what, dir] of [["no certificate", undefined], ["another CA", stranger], [
-          "an expired certificate",
-          expired,
-        ]] as const
+        const [what, dir] of [
+          ["no certificate", undefined],
+          ["another CA", stranger],
+          ["an expired certificate", expired],
+          ["a server-only certificate", serverOnly],
+          ["a certificate with two SPIFFE IDs", twoIds],
+        ] as const
       ) {
         const r = await hello(dir);
         assert.doesNotMatch(r.out, /HTTP\/1\.1 200/, `${what} must not get a response:\n${r.out}`);
       }
       const scraped = await scrape(b.stats);
-      assert.match(scraped, /remora_tls_handshake_failures_total\{side="inbound"\} [3-9]/);
+      assert.match(scraped, /remora_tls_handshake_failures_total\{side="inbound"\} [5-9]/);
     } finally {
+      for (const d of [serverOnly, twoIds]) {
+        await Deno.remove(d, { recursive: true }).catch(() => {});
+      }
       await Deno.remove(stranger, { recursive: true }).catch(() => {});
       await Deno.remove(expired, { recursive: true }).catch(() => {});
     }
