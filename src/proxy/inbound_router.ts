@@ -19,7 +19,7 @@ import {
   type HttpRouter,
   localReply,
   type RouteDecision,
-  UNKNOWN_DESTINATION,
+  inboundLabels,
   type Upstream,
 } from "./target.ts";
 
@@ -91,7 +91,7 @@ export class InboundRouter implements HttpRouter {
       return localReply(403, "RBAC: access denied", "");
     }
     const vhost = findVirtualHost(cfg, req.host, req.port);
-    const labels = vhost === undefined ? UNKNOWN_DESTINATION : {
+    const labels = vhost === undefined ? inboundLabels(port) : {
       service: vhost.serviceHost,
       serviceName: vhost.serviceName,
       serviceNamespace: vhost.namespace,

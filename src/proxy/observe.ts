@@ -26,7 +26,7 @@ export interface SelfInfo {
 const labelOf = new Map<string, string>();
 
 /** A SPIFFE ID as Istio's metrics print it: without the scheme ("cluster.local/ns/x/sa/y"). */
-function principalLabel(id: string | undefined): string {
+export function principalLabel(id: string | undefined): string {
   if (id === undefined) return "unknown";
   let label = labelOf.get(id);
   if (label === undefined) {
@@ -41,7 +41,7 @@ function principalLabel(id: string | undefined): string {
 const expectedOf = new WeakMap<object, { mine: string; id: string }>();
 
 /** The identity a meshed upstream must present, as the pool checks it. */
-function upstreamPrincipal(self: SelfInfo, up: Upstream | undefined): string | undefined {
+export function upstreamPrincipal(self: SelfInfo, up: Upstream | undefined): string | undefined {
   const m = up?.meshed;
   const mine = self.principal?.();
   if (m?.serviceAccount === undefined || mine === undefined) return undefined;

@@ -150,6 +150,21 @@ export const UNKNOWN_DESTINATION: DestinationLabels = {
   cluster: "unknown",
 };
 
+const inboundByPort = new Map<number, DestinationLabels>();
+
+/**
+ * The labels of inbound traffic to `port` that no service names: cluster
+ * `inbound|<port>||`, as Envoy's inbound clusters are named. Made once per port.
+ */
+export function inboundLabels(port: number): DestinationLabels {
+  let l = inboundByPort.get(port);
+  if (l === undefined) {
+    l = { ...UNKNOWN_DESTINATION, cluster: `inbound|${port}||` };
+    if (inboundByPort.size < 65536) inboundByPort.set(port, l);
+  }
+  return l;
+}
+
 export function localReply(
   status: number,
   body: string,

@@ -15,7 +15,7 @@ import { authorize } from "../security/authz.ts";
 import type { BufConn } from "../net/buf_conn.ts";
 import type { ServerFirstMemory } from "./detect.ts";
 import { type ConnInfo, destinationIpOf } from "./http1.ts";
-import type { Observer } from "./observe.ts";
+import { type Observer, principalLabel, upstreamPrincipal } from "./observe.ts";
 import { balancerFor } from "./balance.ts";
 import type { ConnPool } from "./pool.ts";
 import { findByOriginalDst, findVirtualHost, pickCluster } from "./route_match.ts";
@@ -23,6 +23,7 @@ import {
   BLACKHOLE,
   clusterLabels,
   type DestinationLabels,
+  inboundLabels,
   meshedPeer,
   PASSTHROUGH,
   UNKNOWN_DESTINATION,
@@ -37,7 +38,8 @@ export interface TcpTarget {
   next(previous: Upstream | undefined): Upstream | undefined;
 }
 
-export type TcpDecision = TcpTarget | { refuse: string; labels: DestinationLabels };
+/** A refusal's `flag` is its response flag: NR when nothing routes it, "-" for a policy's no. */
+export type TcpDecision = TcpTarget | { refuse: string; labels: DestinationLabels; flag: string };
 
 export interface TcpRouter {
   /** `sni` is the server name of a TLS ClientHello, when the client sent one. */
@@ -60,27 +62,57 @@ export async function serveTcp(
   detectionTimedOut: boolean,
   sni?: string,
 ): Promise<void> {
+  const startMs = performance.now();
   const d = opts.router.route(info, sni);
   const source = opts.reporter === "source";
-  const record = (labels: DestinationLabels, endpoint: Endpoint | undefined, flags: string) => ({
-    reporter: opts.reporter,
-    sourceWorkload: source ? opts.self.workload : "unknown",
-    sourceNamespace: source ? opts.self.namespace : "unknown",
-    sourcePrincipal: "unknown",
-    destinationWorkload: source ? endpoint?.workload ?? "unknown" : opts.self.workload,
-    destinationNamespace: source ? endpoint?.namespace ?? "unknown" : opts.self.namespace,
-    destinationPrincipal: "unknown",
-    destinationService: labels.service,
-    destinationServiceName: labels.serviceName,
-    destinationServiceNamespace: labels.serviceNamespace,
-    sourceMeta: source ? opts.self.meta ?? UNKNOWN_PEER : UNKNOWN_PEER,
-    destinationMeta: source ? endpoint?.meta ?? UNKNOWN_PEER : opts.self.meta ?? UNKNOWN_PEER,
-    responseFlags: flags,
-    connectionSecurityPolicy: source ? "unknown" as const : "none" as const,
-  });
+  // Outbound, the identity a meshed upstream had to present; inbound, the verified caller's.
+  const peerOf = (up: Upstream | undefined) =>
+    source ? upstreamPrincipal(opts.self, up) : info.peer?.principal;
+  const record = (labels: DestinationLabels, up: Upstream | undefined, flags: string) => {
+    const endpoint = up?.endpoint;
+    return {
+      reporter: opts.reporter,
+      sourceWorkload: source ? opts.self.workload : "unknown",
+      sourceNamespace: source ? opts.self.namespace : "unknown",
+      sourcePrincipal: principalLabel(source ? opts.self.principal?.() : info.peer?.principal),
+      destinationWorkload: source ? endpoint?.workload ?? "unknown" : opts.self.workload,
+      destinationNamespace: source ? endpoint?.namespace ?? "unknown" : opts.self.namespace,
+      destinationPrincipal: principalLabel(source ? peerOf(up) : opts.self.principal?.()),
+      destinationService: labels.service,
+      destinationServiceName: labels.serviceName,
+      destinationServiceNamespace: labels.serviceNamespace,
+      sourceMeta: source ? opts.self.meta ?? UNKNOWN_PEER : UNKNOWN_PEER,
+      destinationMeta: source ? endpoint?.meta ?? UNKNOWN_PEER : opts.self.meta ?? UNKNOWN_PEER,
+      responseFlags: flags,
+      // As in Istio: the caller's side cannot know how the callee received it.
+      connectionSecurityPolicy: source
+        ? "unknown" as const
+        : info.peer?.principal !== undefined
+        ? "mutual_tls" as const
+        : "none" as const,
+    };
+  };
+  const logLine = (
+    labels: DestinationLabels,
+    up: Upstream | undefined,
+    flags: string,
+    received: number,
+    sent: number,
+  ) =>
+    opts.telemetry?.onConnection({
+      startMs,
+      conn: info,
+      upstream: up,
+      cluster: labels.cluster,
+      bytesReceived: received,
+      bytesSent: sent,
+      requestedServerName: sni,
+      peerPrincipal: peerOf(up),
+    }, flags);
   if ("refuse" in d) {
     log.debug("TCP connection refused", { reason: d.refuse });
-    opts.metrics.tcpClosed(opts.metrics.tcpOpened(record(d.labels, undefined, "NR")));
+    opts.metrics.tcpClosed(opts.metrics.tcpOpened(record(d.labels, undefined, d.flag)));
+    logLine(d.labels, undefined, d.flag, 0, 0);
     c.close();
     return;
   }
@@ -99,18 +131,22 @@ export async function serveTcp(
     }
   }
   if (upstream === undefined || up === undefined) {
-    opts.metrics.tcpClosed(
-      opts.metrics.tcpOpened(record(d.labels, up?.endpoint, up === undefined ? "UH" : "UF")),
-    );
+    const flag = up === undefined ? "UH" : "UF";
+    opts.metrics.tcpClosed(opts.metrics.tcpOpened(record(d.labels, up, flag)));
+    logLine(d.labels, up, flag, 0, 0);
     c.close();
     return;
   }
-  const labels = opts.metrics.tcpOpened(record(d.labels, up.endpoint, "-"));
+  const labels = opts.metrics.tcpOpened(record(d.labels, up, "-"));
   const dst = info.originalDst;
   let clientSpoke = c.buffered > 0;
+  let received = 0;
+  let sent = 0;
   const counts = await relay(c, upstream, {
     idleTimeoutMs: opts.idleTimeoutMs,
     onBytes: (fromClient, toClient) => {
+      received += fromClient;
+      sent += toClient;
       if (fromClient > 0) clientSpoke = true;
       else if (toClient > 0 && !clientSpoke && detectionTimedOut && dst !== undefined) {
         // The server spoke first: next time, do not wait for the client.
@@ -127,6 +163,7 @@ export async function serveTcp(
     log.debug("TCP connection idle timeout", { upstream: `${up.host}:${up.port}` });
   }
   opts.metrics.tcpClosed(labels);
+  logLine(d.labels, up, "-", received, sent);
 }
 
 /** Outbound TCP: a ServiceEntry address's tcp route, else the original destination (ALLOW_ANY). */
@@ -139,6 +176,7 @@ export class OutboundTcpRouter implements TcpRouter {
       return {
         refuse: "no original destination (the connection was not redirected)",
         labels: UNKNOWN_DESTINATION,
+        flag: "NR",
       };
     }
     const cfg = this.getConfig();
@@ -174,6 +212,7 @@ export class OutboundTcpRouter implements TcpRouter {
       return {
         refuse: `no service entry for ${dst.host}:${dst.port} (REGISTRY_ONLY)`,
         labels: BLACKHOLE,
+        flag: "NR",
       };
     }
     const upstream = { host: dst.host, port: dst.port, endpoint: undefined };
@@ -193,7 +232,9 @@ export class InboundTcpRouter implements TcpRouter {
 
   route(info: ConnInfo, _sni: string | undefined): TcpDecision {
     const port = info.originalDst?.port ?? this.appPort;
-    if (port === undefined) return { refuse: "no app port", labels: UNKNOWN_DESTINATION };
+    if (port === undefined) {
+      return { refuse: "no app port", labels: UNKNOWN_DESTINATION, flag: "NR" };
+    }
     const decision = authorize(this.getConfig().security, {
       principal: info.peer?.principal?.replace(/^spiffe:\/\//, ""),
       sourceIp: info.remoteAddr,
@@ -204,12 +245,13 @@ export class InboundTcpRouter implements TcpRouter {
       log.info("authorization audit", { policies: decision.audit, allowed: decision.allowed });
     }
     if (!decision.allowed) {
-      return { refuse: `RBAC: access denied (${decision.reason})`, labels: UNKNOWN_DESTINATION };
+      return {
+        refuse: `RBAC: access denied (${decision.reason})`,
+        labels: inboundLabels(port),
+        flag: "-",
+      };
     }
     const upstream = { host: "127.0.0.1", port, endpoint: undefined };
-    return {
-      labels: { ...UNKNOWN_DESTINATION, cluster: `inbound|${port}||` },
-      next: () => upstream,
-    };
+    return { labels: inboundLabels(port), next: () => upstream };
   }
 }

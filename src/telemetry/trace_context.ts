@@ -18,7 +18,8 @@
 import type { HeaderList } from "../http/h1_head.ts";
 
 /** How the incoming context was written, so that the next hop gets the same. */
-export type Format = "none" | "w3c" | "b3multi" | "b3single";
+/** "b3both": single `b3` and the `x-b3-*` headers (a single header came in, Zipkin is on). */
+export type Format = "none" | "w3c" | "b3multi" | "b3single" | "b3both";
 
 /** A context read from a request. */
 export interface Extracted {
@@ -213,7 +214,7 @@ export interface Outgoing {
  * Removes every trace header from `headers` (when `hadAny`) and appends the
  * next hop's: `traceparent` (+ `tracestate`) always, and B3 in the format
  * the request used (multi-header when `b3` is "b3multi", single when
- * "b3single", none when "none").
+ * "b3single", both when "b3both", none when "none").
  */
 export function inject(
   headers: HeaderList,
@@ -232,12 +233,13 @@ export function inject(
   const flags = ctx.sampled ? "-01" : "-00";
   headers.push(["traceparent", "00-" + ctx.traceId + "-" + ctx.spanId + flags]);
   if (ctx.traceState !== "") headers.push(["tracestate", ctx.traceState]);
-  if (b3 === "b3multi") {
+  if (b3 === "b3multi" || b3 === "b3both") {
     headers.push(["x-b3-traceid", ctx.shortTraceId ? ctx.traceId.slice(16) : ctx.traceId]);
     headers.push(["x-b3-spanid", ctx.spanId]);
     if (ctx.parentSpanId !== "") headers.push(["x-b3-parentspanid", ctx.parentSpanId]);
     headers.push(["x-b3-sampled", ctx.sampled ? "1" : "0"]);
-  } else if (b3 === "b3single") {
+  }
+  if (b3 === "b3single" || b3 === "b3both") {
     const t = ctx.shortTraceId ? ctx.traceId.slice(16) : ctx.traceId;
     headers.push([
       "b3",

@@ -30,6 +30,7 @@ import type { TelemetryPolicy } from "../config/compile_telemetry.ts";
 import { TRACING_PROVIDERS } from "../config/validate_telemetry.ts";
 import type { HeaderList } from "../http/h1_head.ts";
 import { log } from "../log.ts";
+import type { ConnInfo } from "../proxy/http1.ts";
 import type { ExchangeFacts, SelfInfo } from "../proxy/observe.ts";
 import { type AccessEntry, type AccessLogFormat, formatLine, StdoutLog } from "./access_log.ts";
 import type { Metrics, Reporter } from "./metrics.ts";
@@ -44,6 +45,26 @@ import {
   newTraceId,
 } from "./trace_context.ts";
 import { zipkinExporter } from "./zipkin_exporter.ts";
+
+function appLabelOr(self: SelfInfo): string {
+  const app = self.meta?.app;
+  return app !== undefined && app !== "" && app !== "unknown" ? app : self.workload;
+}
+
+/** One opaque TCP connection, for its access log line. */
+export interface ConnectionFacts {
+  /** performance.now() when the connection was accepted. */
+  startMs: number;
+  conn: ConnInfo;
+  upstream: { host: string; port: number } | undefined;
+  cluster: string;
+  /** Bytes from the client, and to it. */
+  bytesReceived: number;
+  bytesSent: number;
+  requestedServerName: string | undefined;
+  /** The other side's SPIFFE ID: the verified caller inbound, the required upstream outbound. */
+  peerPrincipal: string | undefined;
+}
 
 /** What one exchange carries from `onRequest` to `onExchange`. */
 export interface RequestTrace {
@@ -100,7 +121,8 @@ export class Telemetry {
     this.#o = o;
     this.random = o.random ?? Math.random;
     this.source = {
-      serviceName: `${o.self.workload}.${o.self.namespace}`,
+      // Istio's default (APP_LABEL_AND_NAMESPACE): the app label, else the workload name.
+      serviceName: `${appLabelOr(o.self)}.${o.self.namespace}`,
       workload: o.self.workload,
       namespace: o.self.namespace,
     };
@@ -271,8 +293,9 @@ export class TelemetryHook {
       // Parent-based: a caller's decision is kept, else the random percentage decides.
       sampled = ex.sampled ?? this.#draw(eff.percent);
       shortTraceId = ex.shortTraceId;
-      // B3 is written back in the form it came in, even when W3C carried the context.
-      if (b3 !== undefined) format = "b3single";
+      // B3 is written back in the form it came in, even when W3C carried the context;
+      // with Zipkin on, the x-b3-* headers go too (apps that forward only those keep the trace).
+      if (b3 !== undefined) format = format === "b3multi" ? "b3both" : "b3single";
       else if (b3TraceId !== undefined || b3Sampled !== undefined || b3Flags !== undefined) {
         format = "b3multi";
       }
@@ -375,6 +398,43 @@ export class TelemetryHook {
     };
   }
 
+  /**
+   * An opaque TCP connection's access log line, when access logs are on: as
+   * Envoy's TCP proxy logs it, with no method, path, protocol or status.
+   */
+  onConnection(x: ConnectionFacts, flags: string): void {
+    const eff = this.#effective();
+    if (eff.accessLog === undefined) return;
+    const client = this.#reporter === "source";
+    const own = this.#t.options.self.principal?.() ?? "";
+    const peer = x.peerPrincipal ?? "";
+    this.#t.log.write(formatLine(eff.accessLog, {
+      startEpochMs: performance.timeOrigin + x.startMs,
+      method: "",
+      path: "",
+      protocol: "",
+      responseCode: 0,
+      responseFlags: flags,
+      bytesReceived: x.bytesReceived,
+      bytesSent: x.bytesSent,
+      durationMs: performance.now() - x.startMs,
+      upstreamServiceMs: -1,
+      upstreamHost: x.upstream === undefined ? "" : hostPort(x.upstream.host, x.upstream.port),
+      upstreamCluster: x.cluster,
+      requestId: "",
+      authority: "",
+      downstreamRemoteAddress: x.conn.remoteAddr === "unknown"
+        ? ""
+        : hostPort(x.conn.remoteAddr, x.conn.remotePort),
+      requestedServerName: x.requestedServerName ?? "",
+      sourcePrincipal: client ? own : peer,
+      destinationPrincipal: client ? peer : own,
+      traceId: "",
+      userAgent: "",
+      xForwardedFor: "",
+    }));
+  }
+
   #entry(x: ExchangeFacts, flags: string, startEpochMs: number, durationMs: number): AccessEntry {
     const t = x.trace;
     const client = this.#reporter === "source";
@@ -400,8 +460,9 @@ export class TelemetryHook {
         ? ""
         : hostPort(x.conn.remoteAddr, x.conn.remotePort),
       requestedServerName: x.requestedServerName ?? "",
-      sourcePrincipal: client ? "" : peer,
-      destinationPrincipal: client ? peer : "",
+      // This workload's own identity on its side of the exchange, the peer's on the other.
+      sourcePrincipal: client ? this.#t.options.self.principal?.() ?? "" : peer,
+      destinationPrincipal: client ? peer : this.#t.options.self.principal?.() ?? "",
       traceId: t?.traceId ?? "",
       userAgent: t?.userAgent ?? "",
       xForwardedFor: t?.xForwardedFor ?? "",

@@ -281,3 +281,40 @@ Deno.test("BatchExporter: a full queue and a dead collector drop and count, neve
   assert.equal((dropped.export_failed ?? 0) + (dropped.timeout ?? 0), 4);
   await e.close();
 });
+
+Deno.test("Zipkin on: a single b3 header also goes on as x-b3-*; spans are named by the app label", async () => {
+  const t = new Telemetry({
+    getConfig: () => ({ telemetry: NO_POLICY }),
+    metrics: new Metrics(),
+    self: {
+      workload: "client-7d9f",
+      namespace: "shop",
+      meta: {
+        app: "client",
+        version: "v1",
+        canonicalService: "client",
+        canonicalRevision: "v1",
+        cluster: "unknown",
+        key: "client|v1|client|v1|unknown",
+      },
+    },
+    otlpEndpoint: undefined,
+    zipkinEndpoint: "http://127.0.0.1:9/api/v2/spans",
+    accessLog: "off",
+    samplingPercent: 0,
+    random: () => 0.5,
+    batch: { intervalMs: 60_000 },
+  });
+  try {
+    assert.equal(t.source.serviceName, "client.shop", "Istio's APP_LABEL_AND_NAMESPACE");
+    const headers: HeaderList = [["b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"]];
+    t.hook("source").onRequest(headers);
+    const names = headers.map(([k]) => k);
+    assert.ok(names.includes("b3"), names.join());
+    assert.ok(names.includes("x-b3-traceid") && names.includes("x-b3-spanid"), names.join());
+    const traceId = headers.find(([k]) => k === "x-b3-traceid")![1];
+    assert.equal(traceId, "80f198ee56343ba864fe8b2a57d3eff7");
+  } finally {
+    await t.close();
+  }
+});

@@ -623,3 +623,74 @@ spec:
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("mtls: opaque TCP over mTLS is reported as mutual_tls with both principals, and logged", async () => {
+  const ca = await initCa({ trustDomain: TD, ttlMs: 24 * HOUR });
+  const dirs = { a: await identityDir(ca, "a"), b: await identityDir(ca, "b") };
+  // A TCP echo app (not HTTP).
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    for await (const c of l) {
+      (async () => {
+        const buf = new Uint8Array(4096);
+        for (let n = await c.read(buf); n !== null; n = await c.read(buf)) {
+          await c.write(buf.subarray(0, n));
+        }
+      })().catch(() => {}).finally(() => c.close());
+    }
+  })().catch(() => {});
+  let b: Remora | undefined;
+  try {
+    b = await startRemora([
+      "--identity-dir",
+      dirs.b,
+      "--app-port",
+      String((l.addr as Deno.NetAddr).port),
+      "--access-log",
+      "json",
+    ]);
+    // The mesh's TCP ALPN, with a's certificate: bytes only, no HTTP.
+    const conn = await Deno.connectTls({
+      hostname: "127.0.0.1",
+      port: b.inbound,
+      caCerts: [await Deno.readTextFile(`${dirs.b}/root-cert.pem`)],
+      cert: await Deno.readTextFile(`${dirs.a}/cert-chain.pem`),
+      key: await Deno.readTextFile(`${dirs.a}/key.pem`),
+      alpnProtocols: ["istio"],
+      unsafelyDisableHostnameVerification: true,
+    });
+    const sent = "opaque-bytes-1234\n";
+    await conn.write(new TextEncoder().encode(sent));
+    const got = new Uint8Array(100);
+    const n = await conn.read(got);
+    conn.close();
+    assert.equal(new TextDecoder().decode(got.subarray(0, n ?? 0)), sent);
+    const metrics = await scrape(b.stats);
+    const opened = metrics.split("\n").find((x) =>
+      x.startsWith("istio_tcp_connections_opened_total{")
+    );
+    assert.ok(opened !== undefined, metrics);
+    assert.match(opened!, /connection_security_policy="mutual_tls"/);
+    assert.match(opened!, /source_principal="cluster\.local\/ns\/default\/sa\/a"/);
+    assert.match(opened!, /destination_principal="cluster\.local\/ns\/default\/sa\/b"/);
+    let line: Record<string, unknown> | undefined;
+    for (let i = 0; i < 50 && line === undefined; i++) {
+      const found = b.stdout().split("\n").find((x) => x.startsWith("{"));
+      if (found !== undefined) line = JSON.parse(found);
+      else await new Promise((ok) => setTimeout(ok, 100));
+    }
+    assert.ok(line !== undefined, b.stdout());
+    assert.equal(line!.method, null);
+    assert.equal(line!.response_code, 0);
+    assert.equal(line!.bytes_received, sent.length);
+    assert.equal(line!.bytes_sent, sent.length);
+    assert.equal(line!.source_principal, "spiffe://cluster.local/ns/default/sa/a");
+    assert.equal(line!.destination_principal, "spiffe://cluster.local/ns/default/sa/b");
+    assert.match(String(line!.upstream_cluster), /^inbound\|\d+\|\|$/);
+  } finally {
+    await b?.stop();
+    l.close();
+    await serving;
+    for (const d of Object.values(dirs)) await Deno.remove(d, { recursive: true }).catch(() => {});
+  }
+});
