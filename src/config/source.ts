@@ -67,7 +67,10 @@ export async function loadConfigFiles(
   const errors: ConfigError[] = [];
   for (const file of paths) {
     try {
-      texts.push({ file, text: await Deno.readTextFile(file) });
+      const text = await Deno.readTextFile(file);
+      // Refused as at a reload (a file being written looks empty): the same file means the same.
+      if (text.trim() === "") errors.push(emptyFileError(file));
+      else texts.push({ file, text });
     } catch (e) {
       errors.push({ file, index: -1, path: "", message: `cannot read file: ${_reason(e)}` });
     }
@@ -178,12 +181,6 @@ export class ConfigWatcher {
 
   async #reload(): Promise<void> {
     // An empty file is refused (emptyFileError); one with only a comment is an empty config.
-    const text = await Deno.readTextFile(this.path).catch(() => undefined);
-    if (this.#dir.closed) return;
-    if (text !== undefined && text.trim() === "") {
-      this.#opts.onError([emptyFileError(this.path)]);
-      return;
-    }
     const result = await loadConfigFiles([this.path], this.#opts.workload);
     if (this.#dir.closed) return;
     this.#follow();
@@ -212,8 +209,7 @@ export function emptyFileError(file: string): ConfigError {
     file,
     index: -1,
     path: "",
-    message:
-      "the file is empty (being written?); the last good config stays (write a comment to mean an empty config)",
+    message: "the file is empty (being written?); write a comment (# none) to mean an empty config",
   };
 }
 

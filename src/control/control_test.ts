@@ -216,6 +216,17 @@ Deno.test("a config directory with an empty file (one being written) is refused,
       assert.deepEqual(r.errors.map((e) => e.file), ["policy.yaml"]);
       assert.match(r.errors[0]!.message, /the file is empty/);
     }
+    // A broken file beside it is reported too, not hidden behind the empty one.
+    await Deno.writeTextFile(`${dir}/zz-broken.yaml`, "kind: Nope\n");
+    const both = await loadSnapshotDir(dir);
+    assert.equal(both.ok, false);
+    if (!both.ok) {
+      assert.deepEqual([...new Set(both.errors.map((e) => e.file))], [
+        "policy.yaml",
+        "zz-broken.yaml",
+      ]);
+    }
+    await Deno.remove(`${dir}/zz-broken.yaml`);
     await Deno.writeTextFile(`${dir}/policy.yaml`, "# nothing yet\n");
     const ok = await loadSnapshotDir(dir);
     assert.equal(ok.ok, true);

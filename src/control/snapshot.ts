@@ -57,8 +57,10 @@ export async function loadSnapshotDir(dir: string): Promise<SnapshotResult> {
       errors.push({ file: name, index: -1, path: "", message: `cannot read file: ${_reason(e)}` });
     }
   }
-  if (errors.length > 0) return { ok: false, errors };
-  return snapshotOf(resources, dir);
+  // The files that could be read are checked too: every error is reported at once.
+  const checked = snapshotOf(resources, dir);
+  if (errors.length === 0) return checked;
+  return { ok: false, errors: [...errors, ...(checked.ok ? [] : checked.errors)] };
 }
 
 /** Validates resources as one set; the snapshot's version is the compiled config's. */

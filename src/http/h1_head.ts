@@ -259,10 +259,10 @@ function semantics(headers: HeaderList): Semantics {
       case "transfer-encoding": {
         te = true;
         const codings = value.toLowerCase().split(",").map((s) => s.trim()).filter((s) => s !== "");
-        chunked = codings[codings.length - 1] === "chunked";
-        if (!chunked || codings.some((c, i) => c === "chunked" && i !== codings.length - 1)) {
-          throw new HttpParseError(`Unsupported Transfer-Encoding: "${value}"`, 501);
-        }
+        // Only chunked, as Envoy: a body in another coding (gzip, ...) cannot be re-framed
+        // without losing that coding on the way.
+        chunked = codings.length === 1 && codings[0] === "chunked";
+        if (!chunked) throw new HttpParseError(`Unsupported Transfer-Encoding: "${value}"`, 501);
         break;
       }
       case "connection":
@@ -357,7 +357,10 @@ export function parseRequestHead(buf: Uint8Array, start: number, end: number): R
     headers: s.lengthRepeated ? singleLength(headers, s.contentLength) : headers,
     framing,
     keepAlive,
-    upgrade: s.connectionUpgrade ? s.upgrade : undefined,
+    // An h2c upgrade is not passed on (as Envoy): the request goes as plain HTTP/1.1.
+    upgrade: s.connectionUpgrade && s.upgrade?.trim().toLowerCase() !== "h2c"
+      ? s.upgrade
+      : undefined,
     size: end - start,
   };
 }

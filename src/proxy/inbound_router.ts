@@ -17,9 +17,9 @@ import { findVirtualHost, type RequestView } from "./route_match.ts";
 import {
   type Forward,
   type HttpRouter,
+  inboundLabels,
   localReply,
   type RouteDecision,
-  inboundLabels,
   type Upstream,
 } from "./target.ts";
 

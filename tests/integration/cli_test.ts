@@ -340,4 +340,16 @@ Deno.test("run refuses a missing or invalid config with exit 1 before listening"
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+  // An empty file is refused as a reload refuses it; validate says the same.
+  const empty = await tempFile("empty.yaml", "\n");
+  try {
+    const r = await remora("run", "--config", empty.path, ...PORTS);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /empty\.yaml: the file is empty/);
+    const v = await remora("validate", empty.path);
+    assert.equal(v.code, 1);
+    assert.match(v.stdout + v.stderr, /the file is empty/);
+  } finally {
+    await Deno.remove(empty.dir, { recursive: true });
+  }
 });

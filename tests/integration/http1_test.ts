@@ -282,6 +282,25 @@ Deno.test("hop-by-hop headers are not forwarded, end-to-end headers are", async 
   });
 });
 
+Deno.test("an h2c upgrade request goes on as plain HTTP/1.1, without its upgrade headers", async () => {
+  await withProxy(async (r, u) => {
+    const res = await rawRequest(
+      r.outbound,
+      `GET http://127.0.0.1:${u.port}/h2c HTTP/1.1\r\n` +
+        `Host: 127.0.0.1:${u.port}\r\n` +
+        "Connection: Upgrade, HTTP2-Settings\r\n" +
+        "Upgrade: h2c\r\n" +
+        "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n" +
+        "\r\n",
+    );
+    assert.equal(res.status, 200, res.text);
+    const echo = JSON.parse(res.text) as Echo;
+    assert.equal(echo.headers["upgrade"], undefined);
+    assert.equal(echo.headers["http2-settings"], undefined);
+    assert.doesNotMatch(String(echo.headers["connection"] ?? ""), /upgrade/i);
+  });
+});
+
 Deno.test("keep-alive: many requests on one client connection reuse pooled upstream connections", async () => {
   await withProxy(async (r, u) => {
     const c = await RawConn.open(r.outbound);
