@@ -24,10 +24,31 @@ export function startAdmin(o: {
   healthPort: number;
   state: AdminState;
 }): AdminServers {
-  const admin = serve("127.0.0.1", o.adminPort, adminHandler(o.state));
-  const stats = serve("0.0.0.0", o.statsPort, statsHandler(o.state));
-  const health = serve("0.0.0.0", o.healthPort, healthHandler(o.state));
-  const servers = [admin, stats, health];
+  const servers: Array<ReturnType<typeof serve>> = [];
+  /** Serves, or closes what started and names the listener and its flag in the error. */
+  const start = (
+    name: string,
+    flag: string,
+    host: string,
+    port: number,
+    handler: Parameters<typeof serve>[2],
+  ) => {
+    try {
+      const s = serve(host, port, handler);
+      servers.push(s);
+      return s;
+    } catch (e) {
+      for (const s of servers) s.shutdown();
+      // The runtime names the address, not which listener or flag it is.
+      if (e instanceof Error) {
+        e.message = `${name} listener (${flag}): ${e.message}`;
+      }
+      throw e;
+    }
+  };
+  const admin = start("admin", "--admin-port", "127.0.0.1", o.adminPort, adminHandler(o.state));
+  const stats = start("stats", "--stats-port", "0.0.0.0", o.statsPort, statsHandler(o.state));
+  const health = start("health", "--health-port", "0.0.0.0", o.healthPort, healthHandler(o.state));
   return {
     ports: servers.map((s) => s.addr.port),
     describe: () => [

@@ -243,6 +243,14 @@ Deno.test("run with a port already taken exits 1 naming the listener and port", 
       r.stderr,
       new RegExp(`outbound listener on 127\\.0\\.0\\.1:${port}: Address already in use`),
     );
+    const stats = await remora("run", ...PORTS, "--stats-port", String(port));
+    assert.equal(stats.code, 1, stats.stderr);
+    assert.match(
+      stats.stderr,
+      new RegExp(
+        `stats listener \\(--stats-port\\): 0\\.0\\.0\\.0:${port}: Address already in use`,
+      ),
+    );
   } finally {
     taken.close();
   }
