@@ -336,7 +336,6 @@ class Exchange {
     if (getHeader(headers, "x-request-id") === undefined) {
       headers.push(["x-request-id", newRequestId()]);
     }
-    appendForwardedFor(headers, this.#info.remoteAddr);
     setClientCertHeader(
       headers,
       this.#opts.reporter === "destination",
@@ -992,17 +991,6 @@ function removeHeader(headers: HeaderList, name: string): void {
 }
 
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
-
-function appendForwardedFor(headers: HeaderList, addr: string): void {
-  const ip = addr.startsWith("::ffff:") ? addr.slice(7) : addr;
-  for (let i = 0; i < headers.length; i++) {
-    if (headers[i]![0] === "x-forwarded-for") {
-      headers[i] = ["x-forwarded-for", `${headers[i]![1]}, ${ip}`];
-      return;
-    }
-  }
-  headers.push(["x-forwarded-for", ip]);
-}
 
 async function writeOrSideError(c: BufConn, data: Uint8Array): Promise<void> {
   try {

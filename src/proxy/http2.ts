@@ -270,10 +270,6 @@ export class Http2Engine {
       else list.push([k, String(v)]);
     }
     if (!list.some(([k]) => k === "x-request-id")) list.push(["x-request-id", newRequestId()]);
-    const xff = list.findIndex(([k]) => k === "x-forwarded-for");
-    const ip = info.remoteAddr.startsWith("::ffff:") ? info.remoteAddr.slice(7) : info.remoteAddr;
-    if (xff === -1) list.push(["x-forwarded-for", ip]);
-    else list[xff] = ["x-forwarded-for", `${list[xff]![1]}, ${ip}`];
     setClientCertHeader(
       list,
       this.#opts.reporter === "destination",
