@@ -164,13 +164,15 @@ export async function iptablesCommand(args: string[]): Promise<number> {
   const specs = sub === "install" || sub === "print" ? CAPTURE_FLAGS : _FAMILY_FLAGS;
   const summaries: Record<string, string> = {
     install: "Installs remora's capture rules atomically; installing again changes nothing, " +
-      "installing other flags replaces them. Needs root or CAP_NET_ADMIN.",
-    uninstall: "Removes remora's capture rules, leaving every other rule as it was. " +
-      "Succeeds when nothing is installed. Needs root or CAP_NET_ADMIN.",
+      "installing other flags replaces them (IPv6 rules too: without --ipv6 they are removed). " +
+      "Needs root or CAP_NET_ADMIN.",
+    uninstall: "Removes remora's capture rules (IPv6 ones too, when there are any), leaving " +
+      "every other rule as it was. Succeeds when nothing is installed. " +
+      "Needs root or CAP_NET_ADMIN.",
     print: "Prints the exact iptables-restore input install applies to a fresh table " +
       "(and the ip6tables-restore input with --ipv6). Changes nothing.",
-    status: "Shows remora's capture chains and jumps as installed. Exits 0 when installed, " +
-      "1 otherwise.",
+    status: "Shows remora's capture chains and jumps as installed, IPv6 ones whenever " +
+      "there are any. Exits 0 when every family shown is installed, 1 otherwise.",
   };
   const summary = summaries[sub];
   if (summary === undefined) throw new UsageError(`Unknown iptables command: ${sub}`);
@@ -190,10 +192,15 @@ export async function iptablesCommand(args: string[]): Promise<number> {
         await Deno.stdout.write(new TextEncoder().encode(out));
         return 0;
       }
-      case "install":
-        await install(captureOptionsFromFlags(flags));
-        console.log(`remora: capture rules installed (${ipv6 ? "IPv4 and IPv6" : "IPv4"})`);
+      case "install": {
+        const opts = captureOptionsFromFlags(flags);
+        const { removed } = await install(opts);
+        console.log(
+          `remora: capture rules installed (${ipv6 ? "IPv4 and IPv6" : "IPv4"})` +
+            (removed.length > 0 ? "; IPv6 rules of an earlier install removed" : ""),
+        );
         return 0;
+      }
       case "uninstall": {
         const families = await uninstall({ ipv6 });
         console.log(

@@ -482,9 +482,10 @@ export async function runCommand(args: string[]): Promise<number> {
   };
   if (captureOpts !== undefined) {
     try {
-      await install({ ...captureOpts, ownPorts: [...ownPorts] });
+      const { removed } = await install({ ...captureOpts, ownPorts: [...ownPorts] });
       captured = true;
       log.info("capture rules installed", { inbound: ports.inbound, outbound: ports.outbound });
+      if (removed.length > 0) log.info("IPv6 capture rules left from before were removed");
     } catch (e) {
       console.error(`remora: cannot install the capture rules: ${(e as Error).message}`);
       await watcher?.close();
