@@ -17,7 +17,9 @@
  *
  * This is the only module of remora that spawns processes (iptables-save,
  * iptables-restore and their ip6tables twins, found on PATH). It does not read
- * original destinations or detect protocols; that is the proxy's job.
+ * original destinations or detect protocols; that is the proxy's job. Nor
+ * does it know who else may be changing the rules: its callers claim the
+ * capture of the network namespace first (src/capture/claim.ts).
  */
 
 import { log } from "../log.ts";
