@@ -7,16 +7,19 @@
  * REMORA_OUTPUT, REMORA_REDIRECT), reached by one jump rule each from
  * PREROUTING and OUTPUT. Every change is one `iptables-restore --noflush`
  * transaction computed from the current `iptables-save`, so installing twice
- * changes nothing, installing other options replaces remora's rules, and
- * uninstalling leaves `iptables-save` as it was before install (counters
- * aside), other rules untouched and in order. When the nat table did not exist
+ * changes nothing, installing other options replaces remora's rules (IPv6
+ * ones included: an install without IPv6 removes them), and uninstalling
+ * leaves `iptables-save` as it was before install (counters aside), other
+ * rules untouched and in order. When the nat table did not exist
  * before install (iptables-nft creates it on first use), install records that
  * in an empty marker chain, REMORA_OWNS_NAT, and uninstall deletes the table
  * again if nothing but remora's rules is in it.
  *
  * This is the only module of remora that spawns processes (iptables-save,
  * iptables-restore and their ip6tables twins, found on PATH). It does not read
- * original destinations or detect protocols; that is the proxy's job.
+ * original destinations or detect protocols; that is the proxy's job. Nor
+ * does it know who else may be changing the rules: its callers claim the
+ * capture of the network namespace first (src/capture/claim.ts).
  */
 
 import { log } from "../log.ts";
@@ -674,29 +677,31 @@ async function _converge(
 // Public operations
 
 /**
- * Installs (or replaces) remora's capture rules: IPv4, and IPv6 too with
- * `opts.ipv6`. Idempotent; atomic per family, and all-or-nothing across
- * families. Throws CaptureError.
+ * Installs remora's capture rules: IPv4, and IPv6 too with `opts.ipv6`. An
+ * install replaces the whole capture before it: without `opts.ipv6`, IPv6
+ * rules that an earlier install put there are removed (when ip6tables can
+ * read them). Idempotent; atomic per family, and all-or-nothing across
+ * families. Returns the families whose rules were removed. Throws
+ * CaptureError.
  */
-export async function install(opts: CaptureOptions): Promise<void> {
+export async function install(opts: CaptureOptions): Promise<{ removed: Family[] }> {
   const sets = new Map(_families(opts.ipv6).map((f) => [f, buildRuleSet(opts, f)]));
-  await _converge(_families(opts.ipv6), (f, current) => {
-    const set = sets.get(f)!;
+  const removed: Family[] = !opts.ipv6 && await _hasRules(6) ? [6] : [];
+  await _converge([..._families(opts.ipv6), ...removed], (f, current) => {
+    const set = sets.get(f);
+    if (set === undefined) return undefined;
     const ownsTable = !current.tableExists || current.remora.has(OWNS_TABLE_CHAIN);
     return { chains: set.chains, jumps: set.jumps, ownsTable };
   });
-  log.debug("capture rules installed", { ipv6: opts.ipv6 });
+  log.debug("capture rules installed", { ipv6: opts.ipv6, removed });
+  return { removed };
 }
 
-/**
- * Removes remora's capture rules (IPv4, and IPv6 too with `opts.ipv6`).
- * Succeeds when nothing is installed. Throws CaptureError.
- */
 /**
  * Removes remora's rules. IPv6 rules are removed also without `opts.ipv6`
  * when there are any (an `install --ipv6` undone by a plain uninstall must
  * not leave IPv6 traffic redirected to nothing). Returns the families it
- * changed.
+ * changed. Succeeds when nothing is installed. Throws CaptureError.
  */
 export async function uninstall(opts: { ipv6: boolean }): Promise<Family[]> {
   const families = _families(opts.ipv6);
@@ -718,6 +723,8 @@ async function _hasRules(family: Family): Promise<boolean> {
 
 export interface FamilyStatus {
   family: Family;
+  /** Asked for (IPv4, IPv6 with --ipv6); IPv6 is reported unasked when its rules are there. */
+  asked: boolean;
   /** All four chains and both jumps are there. */
   installed: boolean;
   /** Some of remora's chains or jumps are there: installed, or a leftover. */
@@ -729,12 +736,25 @@ export interface FamilyStatus {
   ownsTable: boolean;
 }
 
-/** What is installed, per family (IPv4, and IPv6 with `opts.ipv6`). Throws CaptureError. */
+/**
+ * What is installed, per family: IPv4, and IPv6 with `opts.ipv6` or
+ * whenever ip6tables can read remora's rules there (`asked` tells which).
+ * Throws CaptureError.
+ */
 export async function status(opts: { ipv6: boolean }): Promise<FamilyStatus[]> {
   const out: FamilyStatus[] = [];
-  for (const family of _families(opts.ipv6)) {
-    const s = await _readNat(family);
+  for (const family of [4, 6] as const) {
+    const asked = _families(opts.ipv6).includes(family);
+    let s: NatState;
+    try {
+      s = await _readNat(family);
+    } catch (e) {
+      if (asked) throw e;
+      continue; // No ip6tables, or no IPv6 nat table: nothing of remora's there.
+    }
     const jumps = [...s.jumps];
+    const present = s.remora.size > 0 || jumps.length > 0;
+    if (!asked && !present) continue;
     const expected = [
       "-A PREROUTING -p tcp -j REMORA_INBOUND",
       "-A OUTPUT -p tcp -j REMORA_OUTPUT",
@@ -744,9 +764,10 @@ export async function status(opts: { ipv6: boolean }): Promise<FamilyStatus[]> {
     );
     out.push({
       family,
+      asked,
       installed: CAPTURE_CHAINS.every((c) => s.remora.has(c)) &&
         expected.every((j) => jumps.includes(j)),
-      present: s.remora.size > 0 || jumps.length > 0,
+      present,
       chains,
       jumps,
       ownsTable: s.remora.has(OWNS_TABLE_CHAIN),
@@ -757,12 +778,16 @@ export async function status(opts: { ipv6: boolean }): Promise<FamilyStatus[]> {
 
 /** Whether the rules are installed for every family asked for. Throws CaptureError. */
 export async function isInstalled(opts: { ipv6: boolean }): Promise<boolean> {
-  return (await status(opts)).every((s) => s.installed);
+  return (await status(opts)).every((s) => !s.asked || s.installed);
 }
 
-/** Whether the installed rules are exactly what `opts` renders. Throws CaptureError. */
+/**
+ * Whether the installed rules are exactly what `opts` renders, with no
+ * rules in a family it does not ask for. Throws CaptureError.
+ */
 export async function isInstalledWith(opts: CaptureOptions): Promise<boolean> {
   for (const s of await status(opts)) {
+    if (!s.asked) return false;
     const set = buildRuleSet(opts, s.family);
     if (!s.installed || s.jumps.length !== set.jumps.length) return false;
     if (Object.keys(s.chains).length !== set.chains.size) return false;

@@ -6,7 +6,9 @@
  * them, print shows the exact iptables-restore input without touching
  * anything (no root needed), status shows what is installed. The flags are
  * exported (`CAPTURE_FLAGS`, `captureOptionsFromFlags`) so that
- * `remora run --capture` takes the same ones. The rules themselves are
+ * `remora run --capture` takes the same ones. install and uninstall claim
+ * the capture of the network namespace while they change it, so they are
+ * refused while a `remora run --capture` owns it. The rules themselves are
  * src/capture/iptables.ts's business.
  */
 
@@ -20,6 +22,12 @@ import {
   uninstall,
   validateCaptureOptions,
 } from "../capture/iptables.ts";
+import {
+  CaptureBusyError,
+  type CaptureClaim,
+  claimCapture,
+  RUN_CAPTURE,
+} from "../capture/claim.ts";
 import { type FlagSpecs, type FlagValue, helpText, parseFlags, UsageError } from "./flags.ts";
 
 const _D = defaultCaptureOptions();
@@ -93,6 +101,9 @@ Commands:
   print      Print the exact iptables-restore input (dry run, no root needed)
   status     Show what is installed
 
+install and uninstall are refused while a "remora run --capture" runs in the
+same network namespace: it owns the rules and removes them when it exits.
+
 Run "remora iptables <command> --help" for a command's flags.`;
 
 function _ports(flag: string, items: string[]): number[] {
@@ -164,13 +175,17 @@ export async function iptablesCommand(args: string[]): Promise<number> {
   const specs = sub === "install" || sub === "print" ? CAPTURE_FLAGS : _FAMILY_FLAGS;
   const summaries: Record<string, string> = {
     install: "Installs remora's capture rules atomically; installing again changes nothing, " +
-      "installing other flags replaces them. Needs root or CAP_NET_ADMIN.",
-    uninstall: "Removes remora's capture rules, leaving every other rule as it was. " +
-      "Succeeds when nothing is installed. Needs root or CAP_NET_ADMIN.",
+      "installing other flags replaces them (IPv6 rules too: without --ipv6 they are removed). " +
+      "Refused while a `remora run --capture` owns this network namespace's capture. " +
+      "Needs root or CAP_NET_ADMIN.",
+    uninstall: "Removes remora's capture rules (IPv6 ones too, when there are any), leaving " +
+      "every other rule as it was. Succeeds when nothing is installed. Refused while a " +
+      "`remora run --capture` owns this network namespace's capture. " +
+      "Needs root or CAP_NET_ADMIN.",
     print: "Prints the exact iptables-restore input install applies to a fresh table " +
       "(and the ip6tables-restore input with --ipv6). Changes nothing.",
-    status: "Shows remora's capture chains and jumps as installed. Exits 0 when installed, " +
-      "1 otherwise.",
+    status: "Shows remora's capture chains and jumps as installed, IPv6 ones whenever " +
+      "there are any. Exits 0 when every family shown is installed, 1 otherwise.",
   };
   const summary = summaries[sub];
   if (summary === undefined) throw new UsageError(`Unknown iptables command: ${sub}`);
@@ -181,6 +196,7 @@ export async function iptablesCommand(args: string[]): Promise<number> {
   }
   if (positionals.length > 0) throw new UsageError(`Unexpected argument: ${positionals[0]}`);
   const ipv6 = flags["ipv6"] === true;
+  let claim: CaptureClaim | undefined;
   try {
     switch (sub) {
       case "print": {
@@ -190,11 +206,18 @@ export async function iptablesCommand(args: string[]): Promise<number> {
         await Deno.stdout.write(new TextEncoder().encode(out));
         return 0;
       }
-      case "install":
-        await install(captureOptionsFromFlags(flags));
-        console.log(`remora: capture rules installed (${ipv6 ? "IPv4 and IPv6" : "IPv4"})`);
+      case "install": {
+        const opts = captureOptionsFromFlags(flags);
+        claim = await claimCapture("remora iptables install");
+        const { removed } = await install(opts);
+        console.log(
+          `remora: capture rules installed (${ipv6 ? "IPv4 and IPv6" : "IPv4"})` +
+            (removed.length > 0 ? "; IPv6 rules of an earlier install removed" : ""),
+        );
         return 0;
+      }
       case "uninstall": {
+        claim = await claimCapture("remora iptables uninstall");
         const families = await uninstall({ ipv6 });
         console.log(
           `remora: capture rules removed (${families.length > 1 ? "IPv4 and IPv6" : "IPv4"})`,
@@ -220,11 +243,27 @@ export async function iptablesCommand(args: string[]): Promise<number> {
       }
     }
   } catch (e) {
+    if (e instanceof CaptureBusyError) {
+      console.error(`remora: iptables ${sub} refused: ${e.message}; ${_whileBusy(sub, e)}`);
+      console.error("remora: nothing was changed");
+      return 1;
+    }
     if (e instanceof CaptureError) {
       console.error(`remora: iptables ${sub} failed: ${e.message}`);
       if (!e.partial) console.error("remora: nothing was changed");
       return 1;
     }
     throw e;
+  } finally {
+    await claim?.release();
   }
+}
+
+/** What to do when the capture is someone else's. */
+function _whileBusy(sub: string, e: CaptureBusyError): string {
+  if (e.holder?.what !== RUN_CAPTURE) return "try again once it is done";
+  return sub === "uninstall"
+    ? "stop it instead: it removes its rules when it exits"
+    : "stop it first (it removes its rules when it exits), or restart it with the capture " +
+      "flags you want";
 }

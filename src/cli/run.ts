@@ -3,7 +3,10 @@
  * default, or a control server's stream through `control/agent.ts`), starts
  * the outbound and inbound listeners and the admin, stats and health
  * servers, prints what it listens on, and drains on SIGTERM or SIGINT. Wiring of the pipelines is in src/app; this file owns process
- * lifetime only.
+ * lifetime only. With --capture it owns the capture of its network
+ * namespace while it runs (src/capture/claim.ts): it installs the rules once
+ * listening, removes them on the way out, and a second `run --capture` there
+ * is refused.
  */
 
 import { isIP } from "node:net";
@@ -26,11 +29,17 @@ import { peerAuthMode } from "../security/peer_auth.ts";
 import { ConnPool } from "../proxy/pool.ts";
 import { Metrics, peerMeta } from "../telemetry/metrics.ts";
 import { Telemetry } from "../telemetry/tracing.ts";
-import { TELEMETRY_FLAGS, telemetryFlags } from "./telemetry_flags.ts";
+import { TELEMETRY_FLAGS, type TelemetryFlags, telemetryFlags } from "./telemetry_flags.ts";
 import { type FlagSpecs, type FlagValue, helpText, parseFlags, UsageError } from "./flags.ts";
 import { type ControlTarget, parseControlUrl } from "../control/target.ts";
 import { CAPTURE_FLAGS, captureOptionsFromFlags } from "./iptables.ts";
 import { type CaptureOptions, install, uninstall } from "../capture/iptables.ts";
+import {
+  CaptureBusyError,
+  type CaptureClaim,
+  claimCapture,
+  RUN_CAPTURE,
+} from "../capture/claim.ts";
 
 export const RUN_FLAGS: FlagSpecs = {
   config: {
@@ -153,7 +162,8 @@ export const RUN_FLAGS: FlagSpecs = {
     kind: "bool",
     default: false,
     help: "Install iptables rules capturing the workload's traffic on start; remove them on exit " +
-      "(the capture flags below are those of `remora iptables install`)",
+      "(the capture flags below are those of `remora iptables install`). Refused while another " +
+      "`remora run --capture` runs in this network namespace",
   },
   ...Object.fromEntries(
     Object.entries(CAPTURE_FLAGS).filter(([name]) =>
@@ -265,6 +275,40 @@ export async function runCommand(args: string[]): Promise<number> {
 
   const controlFlags = controlOptionsFromFlags(flags);
 
+  // Claimed before anything listens, so that a sidecar refused here touches
+  // neither the owner's ports nor its rules.
+  let claim: CaptureClaim | undefined;
+  if (captureOpts !== undefined) {
+    try {
+      claim = await claimCapture(RUN_CAPTURE);
+    } catch (e) {
+      if (!(e instanceof CaptureBusyError)) throw e;
+      console.error(
+        `remora: cannot start with --capture: ${e.message}; stop it first (it removes its rules ` +
+          "when it exits), or run this sidecar without --capture",
+      );
+      return 1;
+    }
+  }
+  try {
+    return await serve(flags, tracingFlags, controlFlags, { captureOpts, claim });
+  } finally {
+    await claim?.release();
+  }
+}
+
+/**
+ * Runs the sidecar until SIGTERM or SIGINT; returns the exit code. With
+ * `capture`, installs the rules once listening and removes them (and gives
+ * up the claim) before draining.
+ */
+async function serve(
+  flags: Record<string, FlagValue>,
+  tracingFlags: TelemetryFlags,
+  controlFlags: ReturnType<typeof controlOptionsFromFlags>,
+  capture: { captureOpts: CaptureOptions | undefined; claim: CaptureClaim | undefined },
+): Promise<number> {
+  const { captureOpts, claim } = capture;
   const workload: Workload = {
     namespace: flags["namespace"] as string,
     labels: parseLabels((flags["labels"] as string[] | undefined) ?? []),
@@ -471,20 +515,24 @@ export async function runCommand(args: string[]): Promise<number> {
 
   let captured = false;
   const removeCapture = async () => {
-    if (!captured || captureOpts === undefined) return;
-    captured = false;
-    try {
-      await uninstall({ ipv6: captureOpts.ipv6 });
-      log.info("capture rules removed");
-    } catch (e) {
-      log.error("could not remove the capture rules", { error: (e as Error).message });
+    if (captured && captureOpts !== undefined) {
+      captured = false;
+      try {
+        await uninstall({ ipv6: captureOpts.ipv6 });
+        log.info("capture rules removed");
+      } catch (e) {
+        log.error("could not remove the capture rules", { error: (e as Error).message });
+      }
     }
+    // Done with the rules: another sidecar may claim them while this one drains.
+    await claim?.release();
   };
   if (captureOpts !== undefined) {
     try {
-      await install({ ...captureOpts, ownPorts: [...ownPorts] });
+      const { removed } = await install({ ...captureOpts, ownPorts: [...ownPorts] });
       captured = true;
       log.info("capture rules installed", { inbound: ports.inbound, outbound: ports.outbound });
+      if (removed.length > 0) log.info("IPv6 capture rules left from before were removed");
     } catch (e) {
       console.error(`remora: cannot install the capture rules: ${(e as Error).message}`);
       await watcher?.close();

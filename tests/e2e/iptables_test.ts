@@ -492,3 +492,80 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "iptables install without --ipv6 replaces an earlier --ipv6 install whole; status shows IPv6 rules whenever there are any",
+  ignore: ignore6,
+  async fn() {
+    await withNamespace(async (ns) => {
+      const before6 = await save(ns, 6);
+      await ok(ns, ["install", "--ipv6", "--exclude-inbound-ports", "22"]);
+      // Without --ipv6, status still shows the IPv6 rules.
+      const shown = await ok(ns, ["status"]);
+      assert.match(shown.stdout, /^IPv6: installed/m);
+      assert.match(shown.stdout.slice(shown.stdout.indexOf("IPv6:")), /--dport 22 -j RETURN/);
+
+      const r = await ok(ns, ["install", "--exclude-inbound-ports", "23"]);
+      assert.match(
+        r.stdout,
+        /capture rules installed \(IPv4\); IPv6 rules of an earlier install removed/,
+      );
+      assert.equal(await save(ns, 6), before6, "no IPv6 capture left with the old exclusions");
+      const v4 = await save(ns);
+      assert.match(v4, /--dport 23 -j RETURN/);
+      assert.doesNotMatch(v4, /--dport 22 -j RETURN/);
+      const now = await ok(ns, ["status"]);
+      assert.doesNotMatch(now.stdout, /IPv6/);
+
+      // A leftover part of IPv6 capture is shown too, and is not "installed".
+      await ok(ns, ["install", "--ipv6"]);
+      await nsExec(ns, [
+        "ip6tables",
+        "-t",
+        "nat",
+        "-D",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-j",
+        "REMORA_OUTPUT",
+      ], {
+        check: true,
+      });
+      const partly = await remora(ns, ["status"]);
+      assert.equal(partly.code, 1, partly.stdout);
+      assert.match(partly.stdout, /^IPv4: installed/m);
+      assert.match(partly.stdout, /^IPv6: partly installed/m);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "iptables install without --ipv6 that cannot remove earlier IPv6 rules changes nothing, IPv4 included",
+  ignore: ignore6,
+  async fn() {
+    await withNamespace(async (ns) => {
+      await ok(ns, ["install", "--ipv6", "--exclude-inbound-ports", "22"]);
+      const [before, before6] = [await save(ns), await save(ns, 6)];
+      // ip6tables-save but no ip6tables-restore: IPv4 is applied first, then rolled back.
+      const bin = await Deno.makeTempDir({ prefix: "remora-path-" });
+      try {
+        for (const b of ["iptables-save", "iptables-restore", "ip6tables-save"]) {
+          await Deno.symlink(`/usr/sbin/${b}`, `${bin}/${b}`);
+        }
+        const r = await remora(ns, ["install", "--exclude-inbound-ports", "23"], {
+          env: { PATH: `${bin}:/usr/bin:/bin` },
+        });
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(r.stderr, /Cannot run ip6tables-restore: not found on PATH/);
+        assert.match(r.stderr, /nothing was changed/);
+        assert.equal(await save(ns), before);
+        assert.equal(await save(ns, 6), before6);
+      } finally {
+        await Deno.remove(bin, { recursive: true });
+      }
+    });
+  },
+});
