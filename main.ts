@@ -18,7 +18,7 @@ Commands:
   run        Run the sidecar (outbound and inbound proxy, admin, metrics)
   control    Run the reference control server (config over gRPC, CA for workload certificates)
   validate   Check Istio YAML config files: remora validate FILE...
-  iptables   Transparent capture rules: remora iptables install|uninstall|print
+  iptables   Transparent capture rules: remora iptables install|uninstall|status|print
   ca         Certificate authority for SPIFFE identities: remora ca init|issue
   version    Print the version
 

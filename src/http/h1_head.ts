@@ -57,6 +57,9 @@ export interface ResponseHead {
 
 export const MAX_HEAD_BYTES = 64 * 1024;
 
+/** Header fields a head may have: Envoy's default max_headers_count. */
+export const MAX_HEADER_FIELDS = 100;
+
 const HTTP_PREFIX = [72, 84, 84, 80, 47]; // "HTTP/"
 
 /**
@@ -332,6 +335,12 @@ function checkTarget(target: string): void {
 /** Parses a request head occupying `buf[start, end)` (end = findHeadEnd's result). */
 export function parseRequestHead(buf: Uint8Array, start: number, end: number): RequestHead {
   const { first: requestLine, headers } = parseLines(decodeLatin1(buf, start, end));
+  if (headers.length > MAX_HEADER_FIELDS) {
+    throw new HttpParseError(
+      `Too many header fields: ${headers.length} (at most ${MAX_HEADER_FIELDS})`,
+      431,
+    );
+  }
   const sp1 = requestLine.indexOf(" ");
   const sp2 = requestLine.lastIndexOf(" ");
   if (sp1 <= 0 || sp2 <= sp1) throw new HttpParseError("Malformed request line");
@@ -391,6 +400,9 @@ export function parseResponseHead(
   let s: Semantics;
   try {
     headers = parseLines(text).headers;
+    if (headers.length > MAX_HEADER_FIELDS) {
+      throw new HttpParseError(`${headers.length} header fields (at most ${MAX_HEADER_FIELDS})`);
+    }
     s = semantics(headers);
   } catch (e) {
     throw new HttpParseError(`Invalid response from upstream: ${(e as Error).message}`, 502);

@@ -75,6 +75,11 @@ Deno.test("request head: ambiguous framing and malformed heads are refused", () 
     ["GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400, /Malformed header line/],
     ["GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, /Several Host headers/],
     [
+      `GET / HTTP/1.1\r\n${"X-A: 1\r\n".repeat(101)}\r\n`,
+      431,
+      /Too many header fields: 101 \(at most 100\)/,
+    ],
+    [
       "GET /admin\x00.png HTTP/1.1\r\nHost: a\r\n\r\n",
       400,
       /Invalid character in request target \(byte 0x00\)/,
