@@ -196,6 +196,21 @@ class Exchange {
   #gone = false;
   /** The upstream connection of the attempt under way, closed if the client goes. */
   #upstream: BufConn | undefined;
+  /** Those of more attempts under way at once (a hedge), made only when there are. */
+  #more: BufConn[] | undefined;
+
+  #hold(conn: BufConn): void {
+    if (this.#upstream === undefined) this.#upstream = conn;
+    else (this.#more ??= []).push(conn);
+  }
+
+  #drop(conn: BufConn): void {
+    if (this.#upstream === conn) this.#upstream = this.#more?.pop();
+    else if (this.#more !== undefined) {
+      const i = this.#more.indexOf(conn);
+      if (i !== -1) this.#more.splice(i, 1);
+    }
+  }
 
   constructor(client: BufConn, head: RequestHead, info: ConnInfo, opts: Http1Options) {
     this.#client = client;
@@ -578,7 +593,7 @@ class Exchange {
       ctl.conn = conn;
       if (ctl.cancelled) conn.close();
     }
-    this.#upstream = conn;
+    this.#hold(conn);
     if (this.#gone) conn.close();
     let timedOut = false;
     const timer = Number.isFinite(perTryMs)
@@ -594,8 +609,9 @@ class Exchange {
         // A pooled connection the upstream had just closed: try once on a fresh one.
         const fresh = await acquireConn(this.#opts.pool, this.#cluster, up).catch(() => undefined);
         if (fresh === undefined) return result;
+        this.#drop(conn);
         conn = fresh.conn;
-        this.#upstream = conn;
+        this.#hold(conn);
         if (ctl !== undefined) {
           ctl.conn = conn;
           if (ctl.cancelled) conn.close();
@@ -606,7 +622,7 @@ class Exchange {
       return result;
     } finally {
       clearTimeout(timer);
-      this.#upstream = undefined;
+      this.#drop(conn);
     }
   }
 
@@ -638,6 +654,8 @@ class Exchange {
       if (more || this.#responded) return;
       this.#gone = true;
       this.#upstream?.close();
+      // A hedged request has a second attempt out.
+      if (this.#more !== undefined) for (const c of this.#more) c.close();
     });
   }
 

@@ -321,3 +321,54 @@ Deno.test("consistentHash by header keeps a user on one endpoint", async () => {
     await closeAll(ups);
   }
 });
+
+Deno.test("hedging: a client that leaves has both attempts' upstream connections closed", async () => {
+  // Two endpoints that accept and never answer; each counts connections that were closed.
+  const holes = [0, 1].map(() => {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const state = { accepted: 0, closed: 0 };
+    const serving = (async () => {
+      for await (const c of l) {
+        state.accepted++;
+        (async () => {
+          const buf = new Uint8Array(4096);
+          while ((await c.read(buf)) !== null) { /* requests are never answered */ }
+        })().catch(() => {}).finally(() => {
+          state.closed++;
+          c.close();
+        });
+      }
+    })().catch(() => {});
+    return { l, state, serving, port: (l.addr as Deno.NetAddr).port };
+  });
+  try {
+    const yaml = meshYaml({
+      host: HOST,
+      ports: holes.map((h) => h.port),
+      annotations: { "remora.dev/hedge-delay": "50ms" },
+      http: [{ route: [{ destination: { host: HOST } }] }],
+    });
+    await withRemora(yaml, async (r) => {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port: r.outbound });
+      await c.write(
+        new TextEncoder().encode(`GET http://${HOST}/x HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`),
+      );
+      // Past the hedge delay, so both attempts are out; the client then leaves.
+      for (let i = 0; i < 50 && holes.some((h) => h.state.accepted === 0); i++) {
+        await new Promise((ok) => setTimeout(ok, 20));
+      }
+      assert.deepEqual(holes.map((h) => h.state.accepted), [1, 1], "the attempt and its hedge");
+      c.close();
+      // The client is checked on after half a second of waiting: both upstreams are let go.
+      for (let i = 0; i < 100 && holes.some((h) => h.state.closed === 0); i++) {
+        await new Promise((ok) => setTimeout(ok, 20));
+      }
+      assert.deepEqual(holes.map((h) => h.state.closed), [1, 1]);
+    });
+  } finally {
+    for (const h of holes) {
+      h.l.close();
+      await h.serving;
+    }
+  }
+});
