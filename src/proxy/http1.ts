@@ -655,7 +655,7 @@ class Exchange {
       this.#gone = true;
       this.#upstream?.close();
       // A hedged request has a second attempt out.
-      if (this.#more !== undefined) for (const c of this.#more) c.close();
+      if (this.#more !== undefined) { for (const c of this.#more) c.close(); }
     });
   }
 
