@@ -101,7 +101,7 @@ function convert(name: string, spec: FlagSpec, raw: string, prev: FlagValue): Fl
       const ms = parseDurationMs(raw);
       if (ms === undefined) {
         throw new UsageError(
-          `Flag --${name} takes a duration such as 500ms, 2s or 1m, got "${raw}"`,
+          `Flag --${name} takes a duration such as 500ms, 2s, 1m or 1h30m, got "${raw}"`,
         );
       }
       return ms;
@@ -113,14 +113,22 @@ function convert(name: string, spec: FlagSpec, raw: string, prev: FlagValue): Fl
   }
 }
 
-/** Parses a duration such as "1.5s", "250ms", "1m", "2h" into milliseconds. */
+/**
+ * Parses a duration such as "1.5s", "250ms", "1m", "2h", or a sum of them
+ * as Go writes it ("1h30m", "1m30s"), into milliseconds.
+ */
 export function parseDurationMs(raw: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(raw.trim());
-  if (m === null) return undefined;
-  const n = Number(m[1]);
-  const unit = m[2];
-  const scale = unit === "ms" ? 1 : unit === "s" ? 1000 : unit === "m" ? 60_000 : 3_600_000;
-  return n * scale;
+  const text = raw.trim();
+  const parts = text.match(/\d+(?:\.\d+)?(?:ms|s|m|h)/g);
+  if (parts === null || parts.join("") !== text) return undefined;
+  let ms = 0;
+  for (const p of parts) {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(p)!;
+    const unit = m[2];
+    ms += Number(m[1]) *
+      (unit === "ms" ? 1 : unit === "s" ? 1000 : unit === "m" ? 60_000 : 3_600_000);
+  }
+  return Number.isFinite(ms) ? ms : undefined;
 }
 
 /** Formats milliseconds the way durations are written: 500ms, 10s, 5m, 1h. */

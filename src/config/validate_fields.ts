@@ -166,13 +166,8 @@ export function duration(ctx: Ctx, v: unknown, path: string): number | undefined
   if (typeof v !== "string") {
     return ctx.err(path, `expected a duration such as 250ms, 10s or 1m, got ${typeName(v)}`);
   }
-  const parts = v.trim().match(/\d+(?:\.\d+)?(?:ms|s|m|h)/g);
-  let ms: number | undefined;
-  if (parts !== null && parts.join("") === v.trim()) {
-    ms = 0;
-    for (const p of parts) ms += parseDurationMs(p) ?? NaN;
-  }
-  if (ms === undefined || !Number.isFinite(ms)) {
+  const ms = parseDurationMs(v);
+  if (ms === undefined) {
     return ctx.err(path, `expected a duration such as 250ms, 10s or 1m, got "${v}"`);
   }
   if (ms < 1) return ctx.err(path, `duration must be at least 1ms, got "${v}"`);
