@@ -65,7 +65,10 @@ if (import.meta.main) {
     code = await main(Deno.args);
   } catch (e) {
     if (e instanceof UsageError) {
-      console.error(`remora: ${e.message}\nRun "remora --help" for usage.`);
+      // Point at the help of the command that was given, where there is one.
+      const known = ["run", "control", "validate", "iptables", "ca"];
+      const cmd = known.includes(Deno.args[0] ?? "") ? `remora ${Deno.args[0]}` : "remora";
+      console.error(`remora: ${e.message}\nRun "${cmd} --help" for usage.`);
       code = 2;
     } else {
       console.error(`remora: fatal: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);

@@ -149,7 +149,7 @@ async function _init(flags: Record<string, FlagValue>): Promise<number> {
       return 1;
     }
     if (isFsError(e)) {
-      console.error(`remora: ca init: cannot write the CA to ${out}: ${e.message}`);
+      console.error(`remora: ca init: cannot write the CA to ${out}: ${fsReason(out, e)}`);
       return 1;
     }
     throw e;
@@ -196,7 +196,9 @@ async function _issue(flags: Record<string, FlagValue>): Promise<number> {
     await writeIssued(out, issued);
   } catch (e) {
     if (isFsError(e)) {
-      console.error(`remora: ca issue: cannot write the certificate to ${out}: ${e.message}`);
+      console.error(
+        `remora: ca issue: cannot write the certificate to ${out}: ${fsReason(out, e)}`,
+      );
       return 1;
     }
     throw e;
@@ -212,4 +214,16 @@ async function _issue(flags: Record<string, FlagValue>): Promise<number> {
       `${out}/${ROOT_CERT_FILE}, valid until ${issued.notAfter.toISOString()}`,
   );
   return 0;
+}
+
+/** Why `out` could not be written: a file where a directory is wanted is said in words. */
+function fsReason(out: string, e: Error): string {
+  if (e instanceof Deno.errors.AlreadyExists) {
+    try {
+      if (!Deno.statSync(out).isDirectory) return "it is a file; --out names a directory";
+    } catch {
+      // Gone meanwhile: the runtime's message stands.
+    }
+  }
+  return e.message;
 }

@@ -167,7 +167,7 @@ Deno.test("--help on remora and every command exits 0 with usage", async () => {
 
 Deno.test("usage errors exit 2 and name the flag, value or command", async () => {
   const cases: Array<[string[], RegExp[]]> = [
-    [["run", "--bogus"], [/--bogus/]],
+    [["run", "--bogus"], [/--bogus/, /Run "remora run --help" for usage/]],
     [["run", "--admin-port", "99999"], [/--admin-port/, /99999/]],
     [["run", "--outbound-port", "http"], [/--outbound-port/, /"http"/]],
     [["run", "--connect-timeout", "soon"], [/--connect-timeout/, /soon/]],
@@ -185,7 +185,7 @@ Deno.test("usage errors exit 2 and name the flag, value or command", async () =>
     ]],
     [["validate", "--bogus", "x.yaml"], [/--bogus/]],
     [["version", "extra"], [/extra/]],
-    [["frobnicate"], [/frobnicate/]],
+    [["frobnicate"], [/frobnicate/, /Run "remora --help" for usage/]],
   ];
   for (const [args, wants] of cases) {
     const out = await remora(...(args[0] === "run" ? ["run", ...PORTS, ...args.slice(1)] : args));
@@ -227,6 +227,7 @@ Deno.test("ca init where it cannot write exits 1 naming the place, with no stack
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, new RegExp(`cannot write the CA to ${out}`));
       assert.doesNotMatch(r.stderr, /fatal|at .*\.ts:\d+/);
+      if (out === path) assert.match(r.stderr, /it is a file; --out names a directory/);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
