@@ -20,6 +20,7 @@ import type {
   RuntimeConfig,
   VirtualHost,
 } from "../config/runtime.ts";
+import { normalizeBasePath } from "../security/normalize.ts";
 import { balancerFor, requestHash } from "./balance.ts";
 import { detectorFor } from "./outlier.ts";
 import {
@@ -64,6 +65,13 @@ export class OutboundRouter implements HttpRouter {
   }
 
   route(req: RequestView): RouteDecision {
+    // Istio's default path normalization (BASE) applies before routing, and the path
+    // forwarded is the normalized one (security/normalize.ts).
+    if (req.method !== "CONNECT") {
+      const n = normalizeBasePath(req.path);
+      if (!n.ok) return localReply(400, `remora: bad request path: ${n.reason}`, "");
+      if (n.path !== req.path) req = { ...req, path: n.path };
+    }
     if (this.#opts.ownPorts.has(req.port) && LOOPBACK.test(req.host)) {
       return localReply(
         403,

@@ -78,6 +78,61 @@ export function normalizePath(raw: string): NormalizeResult {
   return { ok: true, path: normalized + query };
 }
 
+/**
+ * Istio's default normalization (`pathNormalization: BASE`, Envoy's
+ * normalize_path), which applies on the outbound side: percent-encoded
+ * unreserved characters decoded (the hex of the rest upper-cased, "%2F"
+ * kept), "\" turned into "/", "." and ".." segments resolved (".." at the
+ * root stays at the root, as RFC 3986 5.2.4 says). Slashes are not merged.
+ * Refused: "%00", broken percent-encoding, characters outside visible
+ * ASCII, "#". The query is returned unchanged.
+ */
+export function normalizeBasePath(raw: string): NormalizeResult {
+  if (_clean(raw)) return { ok: true, path: raw };
+  if (raw.includes("#")) return { ok: false, reason: "fragment (#) in request path" };
+  const q = raw.indexOf("?");
+  const path = q < 0 ? raw : raw.slice(0, q);
+  const query = q < 0 ? "" : raw.slice(q);
+  if (path === "*" || path.charCodeAt(0) !== _SLASH) return { ok: true, path: raw };
+  let decoded = "";
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c === _PERCENT) {
+      const hi = _hex(path.charCodeAt(i + 1));
+      const lo = _hex(path.charCodeAt(i + 2));
+      if (hi < 0 || lo < 0) {
+        return { ok: false, reason: `invalid percent-encoding "${path.slice(i, i + 3)}"` };
+      }
+      const b = hi * 16 + lo;
+      i += 2;
+      if (b === 0) return { ok: false, reason: "encoded NUL (%00) in request path" };
+      decoded += _isUnreserved(b) ? String.fromCharCode(b) : "%" + _HEX[hi]! + _HEX[lo]!;
+    } else if (c === _BACKSLASH) {
+      decoded += "/";
+    } else if (c < 0x21 || c > 0x7e) {
+      return { ok: false, reason: "invalid character in request path" };
+    } else {
+      decoded += path[i];
+    }
+  }
+  // Dot segments, keeping empty ones ("//" stays).
+  const segs = decoded.slice(1).split("/");
+  const out: string[] = [];
+  for (let i = 0; i < segs.length; i++) {
+    const seg = segs[i]!;
+    const last = i === segs.length - 1;
+    if (seg === "..") {
+      out.pop();
+      if (last) out.push("");
+    } else if (seg === ".") {
+      if (last) out.push("");
+    } else {
+      out.push(seg);
+    }
+  }
+  return { ok: true, path: "/" + out.join("/") + query };
+}
+
 const _SLASH = 0x2f;
 const _BACKSLASH = 0x5c;
 const _PERCENT = 0x25;

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { normalizePath } from "./normalize.ts";
+import { normalizeBasePath, normalizePath } from "./normalize.ts";
 
 const OK: Array<[raw: string, want: string]> = [
   // Already normal: returned as is.
@@ -94,5 +94,26 @@ Deno.test("normalizePath is idempotent on every accepted spelling", () => {
     const once = normalizePath(raw);
     assert.ok(once.ok);
     assert.deepEqual(normalizePath(once.path), once, raw);
+  }
+});
+
+Deno.test("normalizeBasePath: Istio's default (BASE) for outbound: dot segments and unreserved escapes, %2F and // kept", () => {
+  const ok = (raw: string, want: string) => {
+    const r = normalizeBasePath(raw);
+    assert.deepEqual(r, { ok: true, path: want }, raw);
+  };
+  ok("/direct", "/direct");
+  ok("/x/../direct", "/direct");
+  ok("/a/./b", "/a/b");
+  ok("/a//b", "/a//b");
+  ok("/groups/a%2fb/issues", "/groups/a%2Fb/issues");
+  ok("/%7euser/%2e%2e/x", "/x");
+  ok("/../a", "/a");
+  ok("/a/b/..", "/a/");
+  ok("/a\\b", "/a/b");
+  ok("/a/../b?q=/../x", "/b?q=/../x");
+  ok("*", "*");
+  for (const bad of ["/a/%00", "/a/%zz", "/a#frag"]) {
+    assert.equal(normalizeBasePath(bad).ok, false, bad);
   }
 });

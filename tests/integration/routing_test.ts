@@ -226,6 +226,13 @@ Deno.test("uri matches: exact, prefix and regex; method and query parameter matc
     for (const [path, args, want] of cases) {
       assert.equal(await m.who(path, args), want, `${args.join(" ")} ${path}`);
     }
+    // Istio's default path normalization (BASE) applies before routing, and the upstream gets
+    // the normalized path; an encoded slash is left as it is.
+    for (const [path, want] of [["/x/../exact", "v2"], ["/api/./v2/users", "v2"]] as const) {
+      assert.equal(await m.who(path, ["--path-as-is"]), want, path);
+    }
+    const seen = JSON.parse((await m.get("/x/../a%2fb", ["--path-as-is"])).body) as Echo;
+    assert.equal(seen.url, "/a%2Fb");
   });
 });
 
