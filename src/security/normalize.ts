@@ -28,29 +28,8 @@ export function normalizePath(raw: string): NormalizeResult {
   }
 
   // 1. Percent-decoding, "\" to "/". One pass: "%252F" stays "%252F".
-  let decoded = "";
-  for (let i = 0; i < path.length; i++) {
-    const c = path.charCodeAt(i);
-    if (c === _PERCENT) {
-      const hi = _hex(path.charCodeAt(i + 1));
-      const lo = _hex(path.charCodeAt(i + 2));
-      if (hi < 0 || lo < 0) {
-        return { ok: false, reason: `invalid percent-encoding "${path.slice(i, i + 3)}"` };
-      }
-      const b = hi * 16 + lo;
-      i += 2;
-      if (b === 0) return { ok: false, reason: "encoded NUL (%00) in request path" };
-      if (b === _SLASH || b === _BACKSLASH) decoded += "/";
-      else if (_isUnreserved(b)) decoded += String.fromCharCode(b);
-      else decoded += "%" + _HEX[hi]! + _HEX[lo]!;
-    } else if (c === _BACKSLASH) {
-      decoded += "/";
-    } else if (c < 0x21 || c > 0x7e) {
-      return { ok: false, reason: "invalid character in request path" };
-    } else {
-      decoded += path[i];
-    }
-  }
+  const decoded = _decode(path, true);
+  if (typeof decoded !== "string") return decoded;
 
   // 2. Merge slashes and resolve dot segments (RFC 3986 5.2.4), refusing ".." above "/".
   const out: string[] = [];
@@ -94,27 +73,8 @@ export function normalizeBasePath(raw: string): NormalizeResult {
   const path = q < 0 ? raw : raw.slice(0, q);
   const query = q < 0 ? "" : raw.slice(q);
   if (path === "*" || path.charCodeAt(0) !== _SLASH) return { ok: true, path: raw };
-  let decoded = "";
-  for (let i = 0; i < path.length; i++) {
-    const c = path.charCodeAt(i);
-    if (c === _PERCENT) {
-      const hi = _hex(path.charCodeAt(i + 1));
-      const lo = _hex(path.charCodeAt(i + 2));
-      if (hi < 0 || lo < 0) {
-        return { ok: false, reason: `invalid percent-encoding "${path.slice(i, i + 3)}"` };
-      }
-      const b = hi * 16 + lo;
-      i += 2;
-      if (b === 0) return { ok: false, reason: "encoded NUL (%00) in request path" };
-      decoded += _isUnreserved(b) ? String.fromCharCode(b) : "%" + _HEX[hi]! + _HEX[lo]!;
-    } else if (c === _BACKSLASH) {
-      decoded += "/";
-    } else if (c < 0x21 || c > 0x7e) {
-      return { ok: false, reason: "invalid character in request path" };
-    } else {
-      decoded += path[i];
-    }
-  }
+  const decoded = _decode(path, false);
+  if (typeof decoded !== "string") return decoded;
   // Dot segments, keeping empty ones ("//" stays).
   const segs = decoded.slice(1).split("/");
   const out: string[] = [];
@@ -131,6 +91,38 @@ export function normalizeBasePath(raw: string): NormalizeResult {
     }
   }
   return { ok: true, path: "/" + out.join("/") + query };
+}
+
+/**
+ * Percent-decodes the unreserved characters of a path (other escapes get
+ * upper-case hex; `%2F` and `%5C` become "/" when `slashes`) and turns "\"
+ * into "/". Refuses "%00", broken escapes and characters outside visible ASCII.
+ */
+function _decode(path: string, slashes: boolean): string | { ok: false; reason: string } {
+  let decoded = "";
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c === _PERCENT) {
+      const hi = _hex(path.charCodeAt(i + 1));
+      const lo = _hex(path.charCodeAt(i + 2));
+      if (hi < 0 || lo < 0) {
+        return { ok: false, reason: `invalid percent-encoding "${path.slice(i, i + 3)}"` };
+      }
+      const b = hi * 16 + lo;
+      i += 2;
+      if (b === 0) return { ok: false, reason: "encoded NUL (%00) in request path" };
+      if (slashes && (b === _SLASH || b === _BACKSLASH)) decoded += "/";
+      else if (_isUnreserved(b)) decoded += String.fromCharCode(b);
+      else decoded += "%" + _HEX[hi]! + _HEX[lo]!;
+    } else if (c === _BACKSLASH) {
+      decoded += "/";
+    } else if (c < 0x21 || c > 0x7e) {
+      return { ok: false, reason: "invalid character in request path" };
+    } else {
+      decoded += path[i];
+    }
+  }
+  return decoded;
 }
 
 const _SLASH = 0x2f;

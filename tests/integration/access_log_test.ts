@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import {
   curl,
   eventually,
+  serviceEntryYaml,
   startH2Upstream,
   startRemora,
   startUpstream,
@@ -190,15 +191,7 @@ spec: { outboundTrafficPolicy: { mode: REGISTRY_ONLY } }
 Deno.test("access log: HTTP/2 exchanges carry the upstream service time, to an HTTP/2 app and to an HTTP/1.1 one", async () => {
   const h2app = await startH2Upstream("h2app");
   const h1app = await startUpstream("h1app");
-  const cfg = await writeConfig(`apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: h1svc }
-spec:
-  hosts: [h1.svc.test]
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  resolution: STATIC
-  endpoints: [{ address: 127.0.0.1, ports: { http: ${h1app.port} } }]
-`);
+  const cfg = await writeConfig(serviceEntryYaml("h1svc", "h1.svc.test", [h1app.port]));
   const r = await startRemora([
     "--config",
     cfg,

@@ -21,7 +21,10 @@ import {
   type H2Echo,
   type H2Upstream,
   type Remora,
+  serviceEntryYaml,
+  startGreeter,
   startH2Upstream,
+  startRawServer,
   startRemora,
   startUpstream,
   writeConfig,
@@ -456,27 +459,13 @@ spec:
 
 Deno.test("h2c to a port declared HTTP whose server greets with something not HTTP gets a 502 at once", async () => {
   // A server-first protocol on the port (SMTP-like): it speaks first and keeps the connection open.
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  const open: Deno.Conn[] = [];
-  const serving = (async () => {
-    for await (const c of l) {
-      open.push(c);
-      await c.write(new TextEncoder().encode("220 smtp.example ESMTP ready\r\n")).catch(() => 0);
-    }
-  })().catch(() => {});
+  const greeter = startGreeter();
   let r: Remora | undefined;
   try {
-    const config = await writeConfig(`apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: smtpish }
-spec:
-  hosts: [mail.svc.test]
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  resolution: STATIC
-  endpoints: [{ address: 127.0.0.1, ports: { http: ${port} } }]
-`);
-    r = await startRemora(["--config", config]);
+    r = await startRemora([
+      "--config",
+      await writeConfig(serviceEntryYaml("smtpish", "mail.svc.test", [greeter.port])),
+    ]);
     const started = Date.now();
     const res = await curl([
       ...H2,
@@ -491,45 +480,25 @@ spec:
     assert.ok(Date.now() - started < 5000, "answered without waiting for a timeout");
   } finally {
     await r?.stop();
-    l.close();
-    for (const c of open) {
-      try {
-        c.close();
-      } catch {
-        // already closed
-      }
-    }
-    await serving;
+    await greeter.close();
   }
 });
 
 Deno.test("h2c to a port declared HTTP: an upstream that closes mid-body resets the client's stream at once", async () => {
   // Promises 100 bytes, sends 5 and closes.
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  const serving = (async () => {
-    for await (const c of l) {
-      (async () => {
-        await c.read(new Uint8Array(4096));
-        await c.write(
-          new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"),
-        );
-        c.close();
-      })().catch(() => {});
-    }
-  })().catch(() => {});
+  const cut = startRawServer(async (c) => {
+    await c.read(new Uint8Array(4096));
+    await c.write(new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"));
+    c.close();
+  });
   let r: Remora | undefined;
   try {
-    const config = await writeConfig(`apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: cut }
-spec:
-  hosts: [cut.svc.test]
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  resolution: STATIC
-  endpoints: [{ address: 127.0.0.1, ports: { http: ${port} } }]
-`);
-    r = await startRemora(["--config", config, "--access-log", "json"]);
+    r = await startRemora([
+      "--config",
+      await writeConfig(serviceEntryYaml("cut", "cut.svc.test", [cut.port])),
+      "--access-log",
+      "json",
+    ]);
     const started = Date.now();
     const res = await curl([
       ...H2,
@@ -554,8 +523,7 @@ spec:
     assert.match(line.response_flags, /UC/);
   } finally {
     await r?.stop();
-    l.close();
-    await serving;
+    await cut.close();
   }
 });
 
@@ -566,28 +534,10 @@ Deno.test("h2c with a request body is retried on a connect failure, to an HTTP/1
   let r: Remora | undefined;
   try {
     // Each service has a live endpoint and a dead one; Istio's default retry policy applies.
-    const config = await writeConfig(`apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: h1svc }
-spec:
-  hosts: [h1.svc.test]
-  ports: [{ number: 80, name: http, protocol: HTTP }]
-  resolution: STATIC
-  endpoints:
-  - { address: 127.0.0.1, ports: { http: ${h1app.port} } }
-  - { address: 127.0.0.1, ports: { http: ${dead} } }
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: h2svc }
-spec:
-  hosts: [h2.svc.test]
-  ports: [{ number: 80, name: http2, protocol: HTTP2 }]
-  resolution: STATIC
-  endpoints:
-  - { address: 127.0.0.1, ports: { http2: ${h2app.port} } }
-  - { address: 127.0.0.1, ports: { http2: ${dead} } }
-`);
+    const config = await writeConfig(
+      serviceEntryYaml("h1svc", "h1.svc.test", [h1app.port, dead]) + "---\n" +
+        serviceEntryYaml("h2svc", "h2.svc.test", [h2app.port, dead], "HTTP2"),
+    );
     r = await startRemora(["--config", config]);
     const url = `http://127.0.0.1:${r.outbound}`;
     for (const host of ["h1.svc.test", "h2.svc.test"]) {

@@ -234,6 +234,64 @@ export async function writeConfig(yaml: string, dir?: string): Promise<string> {
   return path;
 }
 
+/**
+ * A ServiceEntry named `name` for `host` port 80, declared `protocol`, with
+ * one STATIC endpoint on 127.0.0.1 per port in `ports`.
+ */
+export function serviceEntryYaml(
+  name: string,
+  host: string,
+  ports: number[],
+  protocol = "HTTP",
+): string {
+  const portName = protocol.toLowerCase();
+  return `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: ${name} }
+spec:
+  hosts: [${host}]
+  ports: [{ number: 80, name: ${portName}, protocol: ${protocol} }]
+  resolution: STATIC
+  endpoints:
+${ports.map((p) => `  - { address: 127.0.0.1, ports: { ${portName}: ${p} } }`).join("\n")}
+`;
+}
+
+/** A TCP server on loopback that hands each connection to `onConn`; `close` ends it and them. */
+export function startRawServer(
+  onConn: (c: Deno.Conn) => Promise<void>,
+): { port: number; close(): Promise<void> } {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open = new Set<Deno.Conn>();
+  const serving = (async () => {
+    for await (const c of l) {
+      open.add(c);
+      onConn(c).catch(() => {});
+    }
+  })().catch(() => {});
+  return {
+    port: (l.addr as Deno.NetAddr).port,
+    close: async () => {
+      l.close();
+      for (const c of open) {
+        try {
+          c.close();
+        } catch {
+          // closed already
+        }
+      }
+      await serving;
+    },
+  };
+}
+
+/** A server-first peer (SMTP-like): greets every connection and keeps it open. */
+export function startGreeter(): { port: number; close(): Promise<void> } {
+  return startRawServer(async (c) => {
+    await c.write(new TextEncoder().encode("220 smtp.example ESMTP ready\r\n"));
+  });
+}
+
 /** Fetches a text body from a loopback port (admin, stats, health). */
 export async function get(port: number, path: string): Promise<{ status: number; body: string }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`);

@@ -19,6 +19,7 @@ import {
   type Remora,
   runCommand,
   scrape,
+  startGreeter,
   startRemora,
   startUpstream,
   type Upstream,
@@ -213,15 +214,8 @@ Deno.test("a 101 the client did not ask for is a 502, and what follows is not re
 
 Deno.test("an upstream that greets with something not HTTP gets a 502 at once, not a hang", async () => {
   // A server-first protocol on the port (SMTP-like): it speaks first and keeps the connection open.
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  const open: Deno.Conn[] = [];
-  const serving = (async () => {
-    for await (const c of l) {
-      open.push(c);
-      await c.write(new TextEncoder().encode("220 smtp.example ESMTP ready\r\n")).catch(() => 0);
-    }
-  })().catch(() => {});
+  const greeter = startGreeter();
+  const port = greeter.port;
   let r: Remora | undefined;
   try {
     r = await startRemora(["--app-port", String(port)]);
@@ -235,15 +229,7 @@ Deno.test("an upstream that greets with something not HTTP gets a 502 at once, n
     assert.match(metrics, /response_code="502"[^}]*response_flags="UPE"/);
   } finally {
     await r?.stop();
-    l.close();
-    for (const c of open) {
-      try {
-        c.close();
-      } catch {
-        // Closed by remora already.
-      }
-    }
-    await serving;
+    await greeter.close();
   }
 });
 
