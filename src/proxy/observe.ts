@@ -21,20 +21,12 @@ export interface SelfInfo {
   principal?: () => string | undefined;
 }
 
-// Labels are made once per distinct identity, not per request: a request
-// otherwise built these strings anew only for the metrics key to drop them.
-const labelOf = new Map<string, string>();
-
-/** A SPIFFE ID as Istio's metrics print it: without the scheme ("cluster.local/ns/x/sa/y"). */
+/**
+ * A SPIFFE ID as Istio's metrics print it: whole, scheme included
+ * ("spiffe://cluster.local/ns/x/sa/y"); "unknown" when there is none.
+ */
 export function principalLabel(id: string | undefined): string {
-  if (id === undefined) return "unknown";
-  let label = labelOf.get(id);
-  if (label === undefined) {
-    label = id.startsWith("spiffe://") ? id.slice(9) : id;
-    if (labelOf.size >= 1024) labelOf.clear();
-    labelOf.set(id, label);
-  }
-  return label;
+  return id ?? "unknown";
 }
 
 /** Per meshed endpoint: the last own identity seen and the upstream identity made from it. */

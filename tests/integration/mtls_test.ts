@@ -159,12 +159,12 @@ Deno.test("mtls: A's outbound reaches B's inbound over mTLS; identities reach me
     const atB = await scrape(b.stats);
     assert.match(
       atB,
-      /istio_requests_total\{reporter="destination",[^}]*source_principal="cluster\.local\/ns\/default\/sa\/a"[^}]*destination_principal="cluster\.local\/ns\/default\/sa\/b"[^}]*connection_security_policy="mutual_tls"[^}]*\} 1/,
+      /istio_requests_total\{reporter="destination",[^}]*source_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/a"[^}]*destination_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/b"[^}]*connection_security_policy="mutual_tls"[^}]*\} 1/,
     );
     const atA = await scrape(a.stats);
     assert.match(
       atA,
-      /istio_requests_total\{reporter="source",[^}]*source_principal="cluster\.local\/ns\/default\/sa\/a"[^}]*destination_principal="cluster\.local\/ns\/default\/sa\/b"/,
+      /istio_requests_total\{reporter="source",[^}]*source_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/a"[^}]*destination_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/b"/,
     );
   });
 });
@@ -671,8 +671,8 @@ Deno.test("mtls: opaque TCP over mTLS is reported as mutual_tls with both princi
     );
     assert.ok(opened !== undefined, metrics);
     assert.match(opened!, /connection_security_policy="mutual_tls"/);
-    assert.match(opened!, /source_principal="cluster\.local\/ns\/default\/sa\/a"/);
-    assert.match(opened!, /destination_principal="cluster\.local\/ns\/default\/sa\/b"/);
+    assert.match(opened!, /source_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/a"/);
+    assert.match(opened!, /destination_principal="spiffe:\/\/cluster\.local\/ns\/default\/sa\/b"/);
     let line: Record<string, unknown> | undefined;
     for (let i = 0; i < 50 && line === undefined; i++) {
       const found = b.stdout().split("\n").find((x) => x.startsWith("{"));
