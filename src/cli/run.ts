@@ -388,6 +388,8 @@ async function serve(
   const getConfig = () => config;
   // With --control, not ready (and inbound closed) until a config came from it or its cache.
   let configured = control === undefined || control.cachedConfig !== undefined;
+  /** Shutting down: not ready, so that no new traffic is sent here. */
+  let draining = false;
 
   const ports = {
     outbound: flags["outbound-port"] as number,
@@ -459,7 +461,7 @@ async function serve(
       state: {
         getConfig,
         metrics,
-        ready: () => configured,
+        ready: () => configured && !draining,
         describe: () => ({
           listeners: {
             outbound: outbound!.listeners.map((l: { addr: Deno.NetAddr }) =>
@@ -588,16 +590,21 @@ async function serve(
   log.info("shutting down", { signal });
   stopMemoryTrim();
   for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
-  // Stop redirecting first, then let what is in flight finish.
-  await removeCapture();
+  draining = true;
   await watcher?.close();
   await identityWatch?.close();
   await control?.close();
+  // As Istio's sidecar drains: inbound first (no new connections; what is in flight finishes),
+  // while the app can still call out, since finishing its own requests may need that.
   const drain = flags["drain-time"] as number;
-  await Promise.all([
-    ...outbound.listeners.map((l) => l.close(drain)),
-    inbound.listener.close(drain),
-  ]);
+  const started = Date.now();
+  await inbound.listener.close(drain);
+  await Promise.all(
+    outbound.listeners.map((l) => l.close(Math.max(0, drain - (Date.now() - started)))),
+  );
+  // Capture goes last: until now redirected connections met remora (or a closed port), never
+  // the app without its policies.
+  await removeCapture();
   outbound.h2.close();
   inbound.h2.close();
   pool.closeAll();

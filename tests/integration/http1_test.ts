@@ -716,3 +716,32 @@ Deno.test("a client that leaves before its response is recorded as DC and its up
     await u.close();
   }
 });
+
+Deno.test("on SIGTERM: not ready, inbound requests in flight finish, and the app can still call out until then", async () => {
+  const app = await startUpstream("app");
+  const other = await startUpstream("other");
+  let r: Remora | undefined;
+  try {
+    r = await startRemora(["--app-port", String(app.port), "--drain-time", "5s"]);
+    const rr = r;
+    // A slow inbound request is in flight when the signal comes.
+    const slow = curl([`http://127.0.0.1:${rr.inbound}/delay/1500`]);
+    await new Promise((ok) => setTimeout(ok, 300));
+    Deno.kill(rr.pid, "SIGTERM");
+    await new Promise((ok) => setTimeout(ok, 300));
+    const ready = await curl([`http://127.0.0.1:${rr.health}/healthz/ready`]);
+    assert.equal(ready.status, 503, "draining: not ready");
+    // The app, finishing its work, calls out through the sidecar: still served.
+    const out = await curl([...proxy(rr), `http://127.0.0.1:${other.port}/during-drain`]);
+    assert.equal(out.status, 200, out.body);
+    // A new inbound connection is not taken any more.
+    const late = await curl(["--max-time", "3", `http://127.0.0.1:${rr.inbound}/late`]);
+    assert.equal(late.status, 0, "the inbound listener is closed");
+    const done = await slow;
+    assert.equal(done.status, 200, "the request in flight finished");
+  } finally {
+    await r?.stop();
+    await app.close();
+    await other.close();
+  }
+});
