@@ -476,7 +476,10 @@ async function serve(
     });
     for (const p of admin.ports) ownPorts.add(p);
   } catch (e) {
-    if (e instanceof Deno.errors.AddrInUse || e instanceof Deno.errors.PermissionDenied) {
+    if (
+      e instanceof Deno.errors.AddrInUse || e instanceof Deno.errors.PermissionDenied ||
+      e instanceof Deno.errors.AddrNotAvailable
+    ) {
       console.error(`remora: cannot listen: ${(e as Error).message}`);
       return 1;
     }

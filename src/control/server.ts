@@ -109,6 +109,13 @@ export class ControlServer {
       private_key: Buffer.from(this.#opts.serverCert.keyPem),
     }], false);
     const target = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+    // grpc-js reports a failed bind as EINVAL whatever the cause (and logs a line of its
+    // own): the runtime's own attempt says what is wrong (in use, no such address).
+    try {
+      Deno.listen({ hostname: host, port }).close();
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return new Promise((resolve, reject) => {
       this.#server.bindAsync(target, creds, (e, bound) => e ? reject(e) : resolve(bound));
     });
