@@ -7,7 +7,7 @@
  * each command returns its own exit code otherwise.
  */
 
-import { UsageError } from "./src/cli/flags.ts";
+import { InputError, UsageError } from "./src/cli/flags.ts";
 import { VERSION } from "./src/version.ts";
 
 const HELP = `remora ${VERSION}: a service-mesh sidecar speaking the Istio API
@@ -70,6 +70,9 @@ if (import.meta.main) {
       const cmd = known.includes(Deno.args[0] ?? "") ? `remora ${Deno.args[0]}` : "remora";
       console.error(`remora: ${e.message}\nRun "${cmd} --help" for usage.`);
       code = 2;
+    } else if (e instanceof InputError) {
+      console.error(`remora: ${e.message}`);
+      code = 1;
     } else {
       console.error(`remora: fatal: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
       code = 1;

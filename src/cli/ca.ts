@@ -22,7 +22,14 @@ import {
 } from "../identity/ca.ts";
 import { CERT_CHAIN_FILE, KEY_FILE, ROOT_CERT_FILE } from "../identity/identity.ts";
 import { parseSpiffeId, trustDomainProblem } from "../identity/spiffe.ts";
-import { type FlagSpecs, type FlagValue, helpText, parseFlags, UsageError } from "./flags.ts";
+import {
+  type FlagSpecs,
+  type FlagValue,
+  helpText,
+  InputError,
+  parseFlags,
+  UsageError,
+} from "./flags.ts";
 
 const _INIT_FLAGS: FlagSpecs = {
   "trust-domain": {
@@ -176,7 +183,9 @@ async function _issue(flags: Record<string, FlagValue>): Promise<number> {
   try {
     ca = await loadCa(caDir);
   } catch (e) {
-    if (e instanceof CaError) throw new UsageError(`Flag --ca: ${e.message}`);
+    if (e instanceof CaError) {
+      throw new InputError(`ca issue: the CA in ${caDir} was refused: ${e.message}`);
+    }
     throw e;
   }
   if (samePlace(out, caDir)) {

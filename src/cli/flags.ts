@@ -11,12 +11,20 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
+/**
+ * A file a flag names was refused (unreadable, not what it must be): exit 1,
+ * as for a refused config, with no pointer to --help (the flags were right).
+ */
+export class InputError extends Error {
+  override name = "InputError";
+}
+
 export type FlagKind = "string" | "port" | "int" | "bool" | "list" | "duration";
 
 export interface FlagSpec {
   kind: FlagKind;
   help: string;
-  /** Placeholder shown in help, e.g. FILE. */
+  /** Placeholder shown in help, e.g. FILE; "DIR" values lose trailing slashes. */
   arg?: string;
   default?: string | number | boolean | string[];
 }
@@ -78,6 +86,8 @@ function convert(name: string, spec: FlagSpec, raw: string, prev: FlagValue): Fl
   switch (spec.kind) {
     case "string":
       if (raw === "") throw new UsageError(`Flag --${name} needs a non-empty value`);
+      // A directory's trailing slashes go, so that names built from it have one "/".
+      if (spec.arg === "DIR" && raw.length > 1) return raw.replace(/\/+$/, "") || "/";
       return raw;
     case "bool":
       if (raw === "true" || raw === "1") return true;

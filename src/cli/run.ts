@@ -30,7 +30,14 @@ import { ConnPool } from "../proxy/pool.ts";
 import { Metrics, peerMeta } from "../telemetry/metrics.ts";
 import { Telemetry } from "../telemetry/tracing.ts";
 import { TELEMETRY_FLAGS, type TelemetryFlags, telemetryFlags } from "./telemetry_flags.ts";
-import { type FlagSpecs, type FlagValue, helpText, parseFlags, UsageError } from "./flags.ts";
+import {
+  type FlagSpecs,
+  type FlagValue,
+  helpText,
+  InputError,
+  parseFlags,
+  UsageError,
+} from "./flags.ts";
 import { type ControlTarget, parseControlUrl } from "../control/target.ts";
 import { CAPTURE_FLAGS, captureOptionsFromFlags } from "./iptables.ts";
 import { type CaptureOptions, install, uninstall } from "../capture/iptables.ts";
@@ -655,7 +662,10 @@ function controlOptionsFromFlags(flags: Record<string, FlagValue>): {
   try {
     rootCertPem = Deno.readTextFileSync(rootCert);
   } catch (e) {
-    throw new UsageError(`Flag --root-cert: cannot read ${rootCert}: ${(e as Error).message}`);
+    throw new InputError(`--root-cert ${rootCert}: cannot read it: ${(e as Error).message}`);
+  }
+  if (!rootCertPem.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new InputError(`--root-cert ${rootCert}: holds no PEM certificate (a trust bundle)`);
   }
   const certTtlMs = flags["cert-ttl"] as number;
   if (!(certTtlMs >= 1000)) {

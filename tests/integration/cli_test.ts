@@ -362,3 +362,36 @@ Deno.test("run refuses a missing or invalid config with exit 1 before listening"
     await Deno.remove(empty.dir, { recursive: true });
   }
 });
+
+Deno.test("files a flag names that are refused exit 1, naming the file, with no pointer to --help", async () => {
+  const { path, dir } = await tempFile("not-a-bundle.pem", "hello\n");
+  try {
+    const issue = await remora(
+      "ca",
+      "issue",
+      "--ca",
+      `${dir}/missing/`,
+      "--id",
+      "spiffe://cluster.local/ns/default/sa/x",
+      "--out",
+      `${dir}/out`,
+    );
+    assert.equal(issue.code, 1, issue.stderr);
+    assert.match(issue.stderr, new RegExp(`${dir}/missing/root-cert\\.pem: cannot read file`));
+    const bundle = await remora(
+      "run",
+      ...PORTS,
+      "--control",
+      "https://127.0.0.1:1",
+      "--token-file",
+      path,
+      "--root-cert",
+      path,
+    );
+    assert.equal(bundle.code, 1, bundle.stderr);
+    assert.match(bundle.stderr, /--root-cert .*not-a-bundle\.pem: holds no PEM certificate/);
+    for (const r of [issue, bundle]) assert.doesNotMatch(r.stderr, /--help|fatal|at .*\.ts:\d+/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
