@@ -85,7 +85,8 @@ export const RUN_FLAGS: FlagSpecs = {
     kind: "string",
     arg: "NS",
     default: "default",
-    help: "The workload's namespace, for metrics",
+    help:
+      "The workload's namespace: metrics labels, which Sidecar, Telemetry, PeerAuthentication and AuthorizationPolicy apply, and short host names",
   },
   workload: {
     kind: "string",
@@ -241,6 +242,19 @@ export async function runCommand(args: string[]): Promise<number> {
   checkAddressesAndPorts(flags);
   const tracingFlags = telemetryFlags(flags);
 
+  if (!((flags["connect-timeout"] as number) > 0)) {
+    throw new UsageError(
+      `Flag --connect-timeout must be more than 0 (Envoy's connectTimeout too), got ${
+        flags["connect-timeout"]
+      }ms`,
+    );
+  }
+  const ns = flags["namespace"] as string;
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(ns)) {
+    throw new UsageError(
+      `Flag --namespace takes a Kubernetes namespace name (lower-case letters, digits and "-", at most 63), got "${ns}"`,
+    );
+  }
   const capture = flags["capture"] === true;
   if (capture) {
     for (const name of ["outbound-port", "inbound-port"]) {
@@ -261,6 +275,19 @@ export async function runCommand(args: string[]): Promise<number> {
     },
   );
   const captureOpts: CaptureOptions | undefined = capture ? parsedCapture : undefined;
+  if (!capture) {
+    // Given without --capture they would change nothing: say so rather than ignore them.
+    for (const name of CAPTURE_ONLY) {
+      const given = flags[name];
+      if (
+        given !== undefined && JSON.stringify(given) !== JSON.stringify(RUN_FLAGS[name]?.default)
+      ) {
+        throw new UsageError(
+          `Flag --${name} applies only with --capture (the rules of \`remora iptables install\` take it there)`,
+        );
+      }
+    }
+  }
   if (captureOpts !== undefined) {
     // remora's own upstream connections must bypass the rules, or they would loop back into it.
     const uid = Deno.uid();
@@ -623,6 +650,18 @@ async function serve(
   await admin.close();
   return 0;
 }
+
+/** run's capture flags: they shape the rules `--capture` installs, and nothing else. */
+const CAPTURE_ONLY = [
+  "proxy-uid",
+  "proxy-gid",
+  "include-inbound-ports",
+  "exclude-inbound-ports",
+  "include-outbound-cidrs",
+  "exclude-outbound-cidrs",
+  "exclude-outbound-ports",
+  "ipv6",
+];
 
 /** The --control flags checked together; undefined without --control. */
 function controlOptionsFromFlags(flags: Record<string, FlagValue>): {

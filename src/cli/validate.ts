@@ -16,7 +16,8 @@ const _FLAGS: FlagSpecs = {};
 
 const _USAGE = "remora validate FILE...";
 const _SUMMARY = "Validates Istio config files (ServiceEntry, VirtualService, DestinationRule, " +
-  "Sidecar) as one set and reports every error with its file, document and field path.";
+  "Sidecar, PeerAuthentication, AuthorizationPolicy, Telemetry) as one set and reports every " +
+  "error with its file, document and field path.";
 
 /** Runs the command; returns the exit code. Throws UsageError for bad arguments. */
 export async function validateCommand(args: string[]): Promise<number> {

@@ -279,7 +279,8 @@ export class ControlAgent {
     this.#opts.metrics.configReloads.inc({ result: "accepted" });
     log.info("config from the control server applied (ACK)", {
       version: loaded.config.version,
-      resources: res.resources.length,
+      resources: loaded.config.resources.length,
+      files: res.resources.length,
     });
     this.#saveConfig(res.versionInfo, res.resources);
     return { ok: true };

@@ -177,6 +177,12 @@ Deno.test("usage errors exit 2 and name the flag, value or command", async () =>
     [["run", "--outbound-address", "999.1.1.1"], [/--outbound-address/, /999\.1\.1\.1/]],
     [["run", "--include-inbound-ports", "1,abc"], [/--include-inbound-ports/, /abc/]],
     [["run", "--inbound-address", "not-an-ip"], [/--inbound-address/, /not-an-ip/]],
+    [["run", "--ipv6"], [/--ipv6 applies only with --capture/]],
+    [["run", "--exclude-inbound-ports", "22"], [
+      /--exclude-inbound-ports applies only with --capture/,
+    ]],
+    [["run", "--namespace", "Bad_NS"], [/--namespace/, /Bad_NS/]],
+    [["run", "--connect-timeout", "0s"], [/--connect-timeout must be more than 0/]],
     [["run", "--admin-port", "19581", "--stats-port", "19581"], [/--admin-port/, /--stats-port/]],
     [["run", "--inbound-port", "19582", "--app-port", "19582"], [/--app-port 19582/, /inbound/]],
     [["ca", "init", "--trust-domain", "td", "--out", "/nonexistent/ca", "--ttl", "999999999h"], [

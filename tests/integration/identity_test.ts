@@ -156,10 +156,6 @@ Deno.test("ca: bad flags exit 2 naming the flag", async () => {
       [issue("--id", ORDERS, "--ttl", "0s"), /Flag --ttl must be at least 1s/],
       [issue("--id", ORDERS, "--ttl", "1d"), /Flag --ttl takes a duration/],
       [issue(), /Missing flag --id/],
-      [
-        remora("ca", "issue", "--ca", `${dir}/nope`, "--id", ORDERS, "--out", `${dir}/id`),
-        /Flag --ca: .*\/nope\/root-cert\.pem: cannot read file: no such file/,
-      ],
       [remora("ca", "issue", "--ca", `${dir}/ca`, "--id", ORDERS), /Missing flag --out/],
       [remora("ca", "init", "--trust-domain", "Bad Domain", "--out", dir), /Flag --trust-domain:/],
       [remora("ca", "init"), /Missing flag --out/],
@@ -171,6 +167,22 @@ Deno.test("ca: bad flags exit 2 naming the flag", async () => {
       assert.equal(out.code, 2, `${why}: exit ${out.code}\n${out.stderr}`);
       assert.match(out.stderr, why);
     }
+    // A CA directory that is not there is a refused file, not a bad flag: exit 1.
+    const missing = await remora(
+      "ca",
+      "issue",
+      "--ca",
+      `${dir}/nope`,
+      "--id",
+      ORDERS,
+      "--out",
+      `${dir}/id`,
+    );
+    assert.equal(missing.code, 1, missing.stderr);
+    assert.match(
+      missing.stderr,
+      /the CA in .*\/nope was refused: .*\/nope\/root-cert\.pem: cannot read file/,
+    );
     assert.equal(
       (await Array.fromAsync(Deno.readDir(dir))).length,
       1,
