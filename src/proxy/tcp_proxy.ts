@@ -8,7 +8,7 @@
  * destination is remembered so that the next connection skips the wait.
  */
 
-import type { Endpoint, RuntimeConfig } from "../config/runtime.ts";
+import type { RuntimeConfig } from "../config/runtime.ts";
 import { log } from "../log.ts";
 import { UNKNOWN_PEER } from "../telemetry/metrics.ts";
 import { authorize } from "../security/authz.ts";
