@@ -1,8 +1,10 @@
 /**
  * Upstream HTTP/2 sessions: one per upstream address and identity, dialled
  * through the connection pool (`pool.ts`: plaintext h2c, or mTLS with ALPN
- * istio-h2 to a meshed upstream, never a plaintext fallback), for the HTTP/2
- * engine (`http2.ts`).
+ * istio-h2 to a meshed upstream, never a plaintext fallback). Shared by the
+ * HTTP/2 engine (`http2.ts`) and by HTTP/1.1 requests to clusters declared
+ * HTTP2 or GRPC (`h1_to_h2.ts`), so both kinds of client use the same
+ * sessions.
  *
  * The peer's GOAWAY frames are kept from node:http2 (`h2_goaway_filter.ts`):
  * a session whose upstream said GOAWAY takes no new streams, and closes when

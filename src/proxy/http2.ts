@@ -72,7 +72,7 @@ export class Http2Engine {
   readonly #server: http2.Http2Server;
   readonly #sessions: H2Sessions;
 
-  /** `sessions`: the upstream sessions (closed by the owner, `http2_lazy.ts`). */
+  /** `sessions`: the upstream sessions, shared with HTTP/1.1 requests to HTTP/2 clusters. */
   constructor(opts: Http2Options, sessions: H2Sessions) {
     this.#opts = opts;
     this.#sessions = sessions;
