@@ -80,8 +80,9 @@ export function startInbound(o: InboundOptions): { listener: Listener; h2: LazyH
     self: o.self,
     telemetry: o.telemetry?.hook("destination"),
   };
-  const h1 = { ...observer, router, pool: o.pool, explicitProxy: false };
   const h2 = new LazyHttp2({ ...observer, router, pool: o.pool });
+  // Inbound requests have no cluster, so HTTP/1.1 reaches the app as HTTP/1.1 and `h2` is unused.
+  const h1 = { ...observer, router, pool: o.pool, h2, explicitProxy: false };
   const memory = new ServerFirstMemory();
   const tcp = {
     ...observer,

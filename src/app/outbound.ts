@@ -56,8 +56,9 @@ export function startOutbound(o: OutboundOptions): { listeners: Listener[]; h2: 
     self: o.self,
     telemetry: o.telemetry?.hook("source"),
   };
-  const h1 = { ...observer, router, pool: o.pool, explicitProxy: true };
   const h2 = new LazyHttp2({ ...observer, router, pool: o.pool });
+  // HTTP/1.1 requests to clusters declared HTTP2 or GRPC use h2's upstream sessions.
+  const h1 = { ...observer, router, pool: o.pool, h2, explicitProxy: true };
   const memory = new ServerFirstMemory();
   const tcp = {
     ...observer,

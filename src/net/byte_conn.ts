@@ -132,12 +132,12 @@ class CoreTcpConn implements ByteConn {
 }
 
 /**
- * Decrypted chunks waiting to be read, shared by the two TLS adapters. The
- * source flows freely into the queue and is paused only while more than
- * `HIGH_WATER` bytes wait unread (pausing per chunk cost a third of the
- * throughput).
+ * Chunks waiting to be read, shared by the two TLS adapters and the HTTP/2
+ * stream adapter (`proxy/h1_to_h2.ts`). The source flows freely into the
+ * queue and is paused only while more than `HIGH_WATER` bytes wait unread
+ * (pausing per chunk cost a third of the throughput).
  */
-abstract class ChunkQueue {
+export abstract class ChunkQueue {
   readonly #chunks: Uint8Array[] = [];
   #head = 0;
   #queued = 0;

@@ -31,7 +31,7 @@ import type { Upstream } from "./target.ts";
 /**
  * Fields that are not carried across HTTP/2 (connection-specific, RFC 9113
  * 8.2.2, plus host, which becomes :authority) or only framed an HTTP/1
- * message. Shared with `http2.ts`.
+ * message. Shared with `http2.ts` and `h1_to_h2.ts`.
  */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "connection",
@@ -39,6 +39,7 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "proxy-connection",
   "transfer-encoding",
   "upgrade",
+  "http2-settings",
   "te",
   "host",
 ]);

@@ -4,8 +4,10 @@
  *
  * Per request: read and parse the head (`h1_head.ts`) → route (`HttpRouter`)
  * → fault injection → attempts (pooled upstream connection, head, body relay,
- * response head; retried per the route's policy when the request can be
- * replayed) → response head and body relayed back → metrics. Bodies stream in
+ * response head; or, for a cluster whose port is declared HTTP2 or GRPC, a
+ * stream of the upstream's HTTP/2 session seen as a connection, `h1_to_h2.ts`;
+ * retried per the route's policy when the request can be replayed) →
+ * response head and body relayed back → metrics. Bodies stream in
  * both directions with bounded memory; `Expect: 100-continue`, chunked
  * framing, Upgrade (WebSocket) and CONNECT tunnels are passed through. Errors
  * become Envoy-style local replies (503 UF/UC, 504 UT, 502 UPE) only while no
@@ -46,7 +48,7 @@ import { type RequestView, splitAuthority } from "./route_match.ts";
 import type { Forward, HttpRouter, LocalReply, Upstream } from "./target.ts";
 import { relay } from "./tcp_relay.ts";
 import { allocBytes } from "../net/slab.ts";
-import { acquireConn, breakerFor, reusable } from "./circuit_breaker.ts";
+import { acquireConn, breakerFor, type CircuitBreaker, reusable } from "./circuit_breaker.ts";
 import { hedge, hedgeable, type Racer } from "./hedge.ts";
 import { recordOutcome } from "./outlier.ts";
 import { budgetFor, type RetryBudget } from "./retry_budget.ts";
@@ -54,6 +56,8 @@ import type { Cluster } from "../config/runtime.ts";
 import { setClientCertHeader } from "./xfcc.ts";
 import type { RequestTrace } from "../telemetry/tracing.ts";
 import type { PeerInfo } from "../tls/mtls.ts";
+// Types only: h1_to_h2.ts (node:http2) is loaded when first needed (http2_lazy.ts).
+import type { H2Exchange, H2Request } from "./h1_to_h2.ts";
 
 /** Facts about the downstream connection. */
 export interface ConnInfo {
@@ -71,8 +75,18 @@ export interface ConnInfo {
 export interface Http1Options extends Observer {
   router: HttpRouter;
   pool: ConnPool;
+  /** Streams to HTTP/2 upstreams, for clusters whose port is declared HTTP2 or GRPC. */
+  h2: H2Upstreams;
   /** Explicit forward proxy mode: absolute-form targets and CONNECT accepted. */
   explicitProxy: boolean;
+}
+
+/**
+ * Opens a request's stream to an HTTP/2 upstream (`h1_to_h2.ts`, loaded with
+ * node:http2 on first use by `http2_lazy.ts`).
+ */
+export interface H2Upstreams {
+  open(up: Upstream, req: H2Request): H2Exchange | Promise<H2Exchange>;
 }
 
 /** The address a connection was made to: its original destination when redirected, else the listener's. */
@@ -150,12 +164,15 @@ function startWatching(): void {
 }
 
 interface Attempt {
+  /** The upstream connection, or the HTTP/2 stream seen as one (`h2`). */
   conn: BufConn;
   up: Upstream;
   head: ResponseHead;
   /** The request body relay while it streams (undefined when sent already). */
   body: Promise<void> | undefined;
   bodyDone: boolean;
+  /** Set when the attempt went to an HTTP/2 upstream (`h1_to_h2.ts`). */
+  h2: H2Exchange | undefined;
 }
 
 type AttemptResult = Attempt | { failure: Failure; detail: string; status?: number };
@@ -388,6 +405,9 @@ class Exchange {
     // Resilience state of the cluster: all undefined (no work) without a policy or retries.
     const cluster = fwd.cluster;
     this.#cluster = cluster;
+    // A port declared HTTP2 or GRPC is spoken to in HTTP/2, as Envoy's clusters for it are.
+    const h2 = cluster !== undefined &&
+      (cluster.protocol === "HTTP2" || cluster.protocol === "GRPC");
     const repeats = maxAttempts > 1 || hedgeDelay !== undefined;
     const budget = repeats ? budgetFor(cluster) : undefined;
     const breaker = breakerFor(cluster);
@@ -395,7 +415,8 @@ class Exchange {
     const name = fwd.labels.cluster;
     // The upstream sees which attempt this is, as with Envoy's x-envoy-attempt-count (last field).
     if (repeats) headers.push(["x-envoy-attempt-count", "1"]);
-    const requestHead = serializeHead(line, headers);
+    // An HTTP/2 attempt is made from `headers` (see #h2Request).
+    const requestHead = h2 ? EMPTY : serializeHead(line, headers);
     let headFor = (_n: number) => requestHead;
     if (repeats) {
       headFor = (n) => {
@@ -409,12 +430,13 @@ class Exchange {
     const discard = (r: AttemptResult) => {
       if ("failure" in r) return;
       r.conn.close();
-      breaker?.release();
+      releaseSlot(breaker, h2);
     };
     /** One attempt: a circuit-breaker slot, the exchange up to the response head, the outcome. */
     const tryOnce = async (up: Upstream, n: number, ctl?: AttemptControl) => {
       if (breaker !== undefined) {
-        const over = await breaker.acquire(deadline);
+        // HTTP/2 streams share a connection: only the cluster's request limit applies.
+        const over = h2 ? breaker.acquireStream() : await breaker.acquire(deadline);
         if (over !== undefined) {
           stats.overflow(name, over);
           return { failure: "overflow", detail: over, status: 503 } as AttemptResult;
@@ -428,14 +450,20 @@ class Exchange {
       fwd.begin(up);
       let r: AttemptResult;
       try {
-        r = await this.#attempt(up, headFor(n), body, perTry, deadline, ctl);
+        r = h2
+          ? await this.#attemptH2(up, this.#h2Request(fwd, view, headers, n, repeats, body), {
+            body,
+            perTryMs: perTry,
+            ctl,
+          })
+          : await this.#attempt(up, headFor(n), body, perTry, deadline, ctl);
       } finally {
         fwd.end(up);
       }
       if (ctl?.cancelled !== true) {
         recordOutcome(cluster, up, "failure" in r ? 0 : r.head.status, stats);
       }
-      if ("failure" in r) breaker?.release();
+      if ("failure" in r) releaseSlot(breaker, h2);
       return r;
     };
 
@@ -464,7 +492,8 @@ class Exchange {
             next: () => fwd.next(up),
             budget: budget!,
             final: (r) =>
-              !("failure" in r) && !(retry !== undefined && retriesStatus(retry, r.head.status)),
+              !("failure" in r) &&
+              !(retry !== undefined && retriesStatus(retry, r.head.status, r.h2?.grpcStatus)),
             discard,
           });
           result = h.result;
@@ -484,7 +513,7 @@ class Exchange {
         if (deadline !== Infinity && performance.now() >= deadline) break;
         const again = "failure" in result
           ? retriesFailure(retry, result.failure)
-          : retriesStatus(retry, result.head.status);
+          : retriesStatus(retry, result.head.status, result.h2?.grpcStatus);
         if (!again) break;
         const refused = budget!.tryRetry();
         if (refused !== undefined) {
@@ -510,7 +539,7 @@ class Exchange {
       return false;
     }
     const failed = result === undefined || "failure" in result ||
-      (retry !== undefined && retriesStatus(retry, result.head.status));
+      (retry !== undefined && retriesStatus(retry, result.head.status, result.h2?.grpcStatus));
     if (attempts > 1 && failed) this.#flags.push("URX");
     if (result === undefined || "failure" in result) {
       return await this.#fail(fwd, result);
@@ -518,7 +547,7 @@ class Exchange {
     try {
       return await this.#respond(fwd, result);
     } finally {
-      breaker?.release();
+      releaseSlot(breaker, h2);
     }
   }
 
@@ -673,6 +702,7 @@ class Exchange {
       head: undefined as unknown as ResponseHead,
       body: undefined,
       bodyDone: true,
+      h2: undefined,
     };
     try {
       if (body !== undefined && body.length > 0 && body.length + requestHead.length <= 16384) {
@@ -703,15 +733,7 @@ class Exchange {
           this.#requestBytes += n;
           attempt.bodyDone = true;
         },
-        (e) => {
-          // The client side failing ends the exchange; the upstream side is reported by the response read.
-          // A body that breaks its framing is the client's error: it gets a 400 (see #fail).
-          if (e instanceof SideError && e.side === "src") {
-            if (e.malformed) this.#badBody = e.message;
-            else this.#client.close();
-          }
-          conn.close();
-        },
+        (e) => this.#requestBodyFailed(e, conn),
       );
     } else {
       this.#requestBytes += body.length;
@@ -780,6 +802,119 @@ class Exchange {
     }
   }
 
+  /** The request body failed on its way upstream: which side failed decides what follows. */
+  #requestBodyFailed(e: unknown, conn: BufConn): void {
+    // The client side failing ends the exchange; the upstream side is reported by the response read.
+    // A body that breaks its framing is the client's error: it gets a 400 (see #fail).
+    if (e instanceof SideError && e.side === "src") {
+      if (e.malformed) this.#badBody = e.message;
+      else this.#client.close();
+    }
+    conn.close();
+  }
+
+  /** Attempt `n`'s request to an HTTP/2 upstream: the head's fields, with its attempt count. */
+  #h2Request(
+    fwd: Forward,
+    view: RequestView,
+    headers: HeaderList,
+    n: number,
+    repeats: boolean,
+    body: Uint8Array | undefined,
+  ): H2Request {
+    let list = headers;
+    if (repeats && n > 1) {
+      list = headers.slice();
+      list[list.length - 1] = ["x-envoy-attempt-count", String(n)];
+    }
+    return {
+      method: this.#head.method,
+      path: fwd.path,
+      scheme: view.scheme,
+      headers: list,
+      // TE is hop-by-hop (left out of `headers`): "trailers" goes on to the upstream.
+      trailers: acceptsTrailers(headerValue(this.#head.headers, "te")),
+      endStream: body !== undefined && body.length === 0,
+    };
+  }
+
+  /**
+   * An attempt on an HTTP/2 upstream (`h1_to_h2.ts`): the request on a
+   * stream of the upstream's session, its body after it (as DATA, without
+   * chunk framing), up to the final response head. Timeouts, hedging and a
+   * client that leaves cancel the stream, as they close an HTTP/1 connection.
+   */
+  async #attemptH2(
+    up: Upstream,
+    req: H2Request,
+    o: { body: Uint8Array | undefined; perTryMs: number; ctl: AttemptControl | undefined },
+  ): Promise<AttemptResult> {
+    let x: H2Exchange;
+    try {
+      x = await this.#opts.h2.open(up, req);
+    } catch (e) {
+      // node:http2 refused the request's headers.
+      return { failure: "reset", detail: `upstream stream not opened: ${(e as Error).message}` };
+    }
+    const conn = x.conn;
+    const ctl = o.ctl;
+    if (ctl !== undefined) {
+      ctl.conn = conn;
+      if (ctl.cancelled) conn.close();
+    }
+    this.#upstream = conn;
+    if (this.#gone) conn.close();
+    let timedOut = false;
+    const timer = Number.isFinite(o.perTryMs)
+      ? setTimeout(() => {
+        timedOut = true;
+        conn.close();
+      }, Math.max(1, o.perTryMs))
+      : undefined;
+    const sentAt = performance.now();
+    const attempt: Attempt = {
+      conn,
+      up,
+      head: undefined as unknown as ResponseHead,
+      body: undefined,
+      bodyDone: true,
+      h2: x,
+    };
+    const body = o.body;
+    if (body === undefined) {
+      attempt.bodyDone = false;
+      const framing = this.#head.framing;
+      const relayed = framing.kind === "chunked"
+        ? relayDechunked(this.#client, conn)
+        : relayBody(this.#client, conn, framing);
+      attempt.body = relayed.then(
+        (n) => {
+          this.#requestBytes += n;
+          attempt.bodyDone = true;
+          conn.closeWrite();
+        },
+        (e) => this.#requestBodyFailed(e, conn),
+      );
+    } else if (body.length > 0) {
+      this.#requestBytes += body.length;
+      x.send(body);
+    }
+    try {
+      const r = await x.response;
+      if (timedOut) return { failure: "timeout", detail: "upstream request timeout" };
+      if ("failure" in r) {
+        if (r.status === 502) this.#flags.push("UPE");
+        return r;
+      }
+      attempt.head = r;
+      this.#upstreamMs = performance.now() - sentAt;
+      return attempt;
+    } finally {
+      clearTimeout(timer);
+      this.#upstream = undefined;
+    }
+  }
+
   async #respond(fwd: Forward, a: Attempt): Promise<boolean> {
     const req = this.#head;
     const res = a.head;
@@ -836,6 +971,8 @@ class Exchange {
         framing,
         framing.kind === "chunked" ? (n) => this.#responseFramingBytes += n : undefined,
       );
+      // gRPC's status comes in an HTTP/2 upstream's trailers, whether or not the client gets them.
+      if (a.h2 !== undefined && a.h2.grpcStatus !== "") this.#grpcStatus = a.h2.grpcStatus;
     } catch (e) {
       a.conn.close();
       this.#flags.push(e instanceof SideError && e.side === "dst" ? "DC" : "UC");
@@ -848,7 +985,7 @@ class Exchange {
       keep = false;
       a.conn.close();
       await a.body;
-    } else if (res.keepAlive && reusable(this.#cluster, a.conn)) {
+    } else if (a.h2 === undefined && res.keepAlive && reusable(this.#cluster, a.conn)) {
       this.#opts.pool.release(a.up, a.conn);
     } else {
       a.conn.close();
@@ -986,6 +1123,25 @@ class Exchange {
     });
   }
 }
+
+/**
+ * Gives back an attempt's circuit-breaker slot: a stream's for an HTTP/2
+ * upstream, else a request's and its connection's.
+ */
+function releaseSlot(breaker: CircuitBreaker | undefined, h2: boolean): void {
+  if (breaker === undefined) return;
+  if (h2) breaker.releaseStream();
+  else breaker.release();
+}
+
+/** Whether a client's TE field accepts trailers (RFC 9110 10.1.4). */
+function acceptsTrailers(te: string | undefined): boolean {
+  if (te === undefined) return false;
+  for (const t of te.split(",")) if (t.trim().toLowerCase() === "trailers") return true;
+  return false;
+}
+
+const EMPTY = new Uint8Array(0);
 
 function isGrpc(headers: HeaderList): boolean {
   return getHeader(headers, "content-type")?.startsWith("application/grpc") ?? false;

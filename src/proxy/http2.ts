@@ -1,7 +1,8 @@
 /**
  * The HTTP/2 engine (h2c with prior knowledge, and gRPC): serves a downstream
  * connection whose first bytes were the HTTP/2 preface, and forwards each
- * stream over a pooled HTTP/2 session to the upstream the router chose.
+ * stream over a pooled HTTP/2 session (`h2_sessions.ts`) to the upstream the
+ * router chose, or as HTTP/1.1 to a port declared HTTP (`h2_to_h1.ts`).
  *
  * Framing, HPACK and flow control are node:http2's (as Deno provides it);
  * the downstream socket is a `Duplex` over the already-peeked `BufConn`, so
@@ -12,10 +13,7 @@
  */
 
 import http2 from "node:http2";
-import type { Socket } from "node:net";
-import { Duplex } from "node:stream";
-import { GoawayFilter } from "../http/h2_goaway_filter.ts";
-import { duplexOf } from "../net/duplex.ts";
+import type { Duplex } from "node:stream";
 import type { HeaderOps } from "../config/runtime.ts";
 import type { HeaderList } from "../http/h1_head.ts";
 import { log } from "../log.ts";
@@ -39,24 +37,12 @@ import { type RequestView, splitAuthority } from "./route_match.ts";
 import type { Forward, HttpRouter, Upstream } from "./target.ts";
 import type { RequestTrace } from "../telemetry/tracing.ts";
 import { attemptHttp1, HOP_BY_HOP } from "./h2_to_h1.ts";
+import { h2Duplex, type H2Sessions, isConnectError } from "./h2_sessions.ts";
 
 export interface Http2Options extends Observer {
   router: HttpRouter;
   /** Dials upstreams (mTLS for meshed ones). */
   pool: ConnPool;
-}
-
-/**
- * The socket node:http2 gets: a Duplex over remora's connection with the
- * peer's GOAWAY frames taken out and reported to `onGoaway` (see
- * h2_goaway_filter.ts for why).
- */
-function h2Duplex(
-  connecting: BufConn | Promise<BufConn>,
-  opts: { clientPreface: boolean; onGoaway?: () => void },
-): Duplex {
-  const filter = new GoawayFilter(opts.clientPreface, opts.onGoaway);
-  return duplexOf(connecting, (chunk) => filter.push(chunk));
 }
 
 /** The request's regular header fields as a list (pseudo-headers left out). */
@@ -80,20 +66,16 @@ const UNKNOWN_CONN: ConnInfo = {
 /** Where a downstream socket's `ConnInfo` is kept (node:http2 hands out proxies of sockets). */
 const CONN_INFO = Symbol("remora.connInfo");
 
-const ACTIVE = Symbol("remora.activeStreams");
-const DRAINING = Symbol("remora.draining");
-
-/** Per upstream session: streams in flight, and whether the peer said GOAWAY. */
-type Tracked = http2.ClientHttp2Session & { [ACTIVE]?: number; [DRAINING]?: boolean };
-
 /** Serves HTTP/2 streams of one downstream connection. */
 export class Http2Engine {
   readonly #opts: Http2Options;
   readonly #server: http2.Http2Server;
-  readonly #sessions = new Map<string, http2.ClientHttp2Session>();
+  readonly #sessions: H2Sessions;
 
-  constructor(opts: Http2Options) {
+  /** `sessions`: the upstream sessions, shared with HTTP/1.1 requests to HTTP/2 clusters. */
+  constructor(opts: Http2Options, sessions: H2Sessions) {
     this.#opts = opts;
+    this.#sessions = sessions;
     this.#server = http2.createServer({ maxSessionMemory: 64 });
     this.#server.on("stream", (stream, headers) => {
       // A client that goes away mid-stream (reset, broken pipe) errors its
@@ -117,42 +99,6 @@ export class Http2Engine {
     socket[CONN_INFO] = info;
     socket.on("error", () => {});
     this.#server.emit("connection", socket);
-  }
-
-  close(): void {
-    for (const s of this.#sessions.values()) s.close();
-    this.#sessions.clear();
-  }
-
-  #session(up: Upstream): http2.ClientHttp2Session {
-    const m = up.meshed;
-    const key = m === undefined
-      ? `${up.host}:${up.port}`
-      : `${up.host}:${up.port}|${m.namespace}/${m.serviceAccount}`;
-    const pooled = this.#sessions.get(key);
-    if (pooled !== undefined && !pooled.closed && !pooled.destroyed) return pooled;
-    const host = up.host.includes(":") ? `[${up.host}]` : up.host;
-    const drop = () => {
-      if (this.#sessions.get(key) === session) this.#sessions.delete(key);
-    };
-    const session = http2.connect(`http://${host}:${up.port}`, {
-      // remora's own socket, so that the upstream's GOAWAY is seen here and not by node:http2.
-      createConnection: () =>
-        h2Duplex(this.#opts.pool.dial(up, "istio-h2"), {
-          clientPreface: false,
-          onGoaway: () => {
-            // The upstream takes no new streams here: new requests get a new session,
-            // and this one closes when its last stream ends.
-            drop();
-            session[DRAINING] = true;
-            if ((session[ACTIVE] ?? 0) === 0) session.close();
-          },
-        }) as unknown as Socket,
-    }) as Tracked;
-    session.on("error", drop);
-    session.on("close", drop);
-    this.#sessions.set(key, session);
-    return session;
   }
 
   async #handle(
@@ -430,9 +376,9 @@ export class Http2Engine {
           resolve(x);
         }
       };
-      let session: http2.ClientHttp2Session;
+      let ureq: http2.ClientHttp2Stream;
       try {
-        session = this.#session(up);
+        ureq = this.#sessions.request(up, out, o.request === "none");
       } catch (e) {
         settle({ kind: "connect", detail: (e as Error).message });
         return;
@@ -441,14 +387,6 @@ export class Http2Engine {
       /** The status passed on to the client once it responded (logged with a later failure). */
       let sentStatus = 0;
       const sentAt = performance.now();
-      const ureq = session.request(out, { endStream: o.request === "none" });
-      // A session the upstream is draining closes once its last stream is done.
-      const tracked = session as Tracked;
-      tracked[ACTIVE] = (tracked[ACTIVE] ?? 0) + 1;
-      ureq.on("close", () => {
-        tracked[ACTIVE] = (tracked[ACTIVE] ?? 1) - 1;
-        if (tracked[DRAINING] === true && tracked[ACTIVE] === 0 && !session.closed) session.close();
-      });
       const timer = Number.isFinite(o.perTryMs)
         ? setTimeout(() => {
           ureq.close(http2.constants.NGHTTP2_CANCEL);
@@ -490,10 +428,7 @@ export class Http2Engine {
           settle({ kind: "done", status: sentStatus, grpcStatus: "", flag: "UC" });
           return;
         }
-        const connect = e.code === "ECONNREFUSED" || e.code === "ENOTFOUND" ||
-          e.code === "EHOSTUNREACH" ||
-          /connect|refused/i.test(e.message);
-        settle({ kind: connect ? "connect" : "reset", detail: e.message });
+        settle({ kind: isConnectError(e) ? "connect" : "reset", detail: e.message });
       });
       ureq.on("response", (h, flags: number) => {
         const status = Number(h[":status"] ?? 502);
