@@ -14,13 +14,14 @@
 import type { SecurityTables } from "../security/compile_security.ts";
 import type { TelemetryPolicy } from "./compile_telemetry.ts";
 import type { PortProtocol, Resource, SimpleLB } from "./model.ts";
+import type { Re2RegExp } from "./validate_fields.ts";
 import type { PeerMeta } from "../telemetry/metrics.ts";
 
 /** A compiled string matcher: exact, prefix or regex, precomputed. */
 export type Matcher =
   | { kind: "exact"; value: string }
   | { kind: "prefix"; value: string }
-  | { kind: "regex"; re: RegExp; source: string }
+  | { kind: "regex"; re: Re2RegExp; source: string }
   /** Any value: the header or query parameter is present (`{}` in Istio). */
   | { kind: "present" };
 

@@ -10,6 +10,7 @@
 
 import { parseDurationMs } from "../cli/flags.ts";
 import type { StringMatch } from "./model.ts";
+import { re2Input, translateRe2 } from "./translate_re2.ts";
 
 /** One validation error, located by file, document and field path. */
 export interface ConfigError {
@@ -409,36 +410,71 @@ export const LINEAR_REGEX: boolean = (() => {
 })();
 
 /**
- * Compiles an Istio (RE2) regex as a full-string match, `^(?:...)$`. RE2's
- * `(?P<name>` groups are accepted; lookaround and backreferences, which RE2
- * lacks, are refused so a config that works here also works in Istio.
+ * An Istio regex compiled for matching: RE2's meaning, full match. `test`
+ * takes a value as it arrives (bytes, one character each) and reads it as
+ * UTF-8, as RE2 does.
+ */
+export class Re2RegExp {
+  /** The Istio pattern. */
+  readonly source: string;
+  /** Whether V8's linear-time engine runs it. */
+  readonly linear: boolean;
+  readonly #re: RegExp;
+  /** For text with surrogate pairs, when `#re` leaves out what they need. */
+  readonly #astral: RegExp | undefined;
+
+  constructor(source: string, re: RegExp, astral: RegExp | undefined) {
+    this.source = source;
+    this.#re = re;
+    this.#astral = astral;
+    this.linear = re.flags.includes("l") && (astral?.flags.includes("l") ?? true);
+  }
+
+  test(value: string): boolean {
+    const text = re2Input(value);
+    if (this.#astral !== undefined && _SURROGATE.test(text)) return this.#astral.test(text);
+    return this.#re.test(text);
+  }
+}
+
+const _SURROGATE = /[\ud800-\udfff]/;
+
+/**
+ * Compiles an Istio regex, written in RE2 syntax, as a full-string match:
+ * `translateRe2` turns it into JavaScript with RE2's meaning (or gives RE2's
+ * reason to refuse it, or remora's for `\C`), wrapped here in `^(?:...)$`.
  *
  * The linear-time engine runs it when it can (`LINEAR_REGEX`). It cannot run
- * large counted repetitions (`x{1,1000}`), which then backtrack; so a pattern
- * with a counted repetition and a repeated group that repeats inside it (the
- * shape whose backtracking explodes) is refused, whatever the engine, so that
- * `validate` and `run` agree.
+ * large counted repetitions (`x{1,1000}`) or a multi-line `$`, which then
+ * backtrack; so a pattern holding one of those and a repeated group that
+ * repeats inside it (the shape whose backtracking explodes) is refused,
+ * whatever the engine, so that `validate` and `run` agree.
  */
-export function compileRegex(source: string, flags = ""): RegExp | string {
-  if (/\(\?<?[=!]/.test(source)) return "lookaround is not supported by RE2";
-  if (/(^|[^\\])(\\\\)*\\[1-9]/.test(source)) return "backreferences are not supported by RE2";
-  if (/\{\d/.test(source) && hasNestedRepetition(source)) {
-    return "a counted repetition ({n,m}) with a repeated group that repeats inside it cannot be matched in linear time; remove the nesting";
+export function compileRegex(source: string): Re2RegExp | string {
+  const t = translateRe2(source);
+  if (typeof t === "string") return t;
+  if (t.backtracks !== undefined && hasNestedRepetition(t.source)) {
+    return `${t.backtracks} with a repeated group that repeats inside it cannot be matched in linear time; remove the nesting`;
   }
-  const full = `^(?:${source.replaceAll("(?P<", "(?<")})$`;
   try {
-    if (LINEAR_REGEX && !flags.includes("i")) {
-      try {
-        return new RegExp(full, `${flags}l`);
-      } catch {
-        // Not for the linear engine (large counts): backtracking, without nesting.
-      }
-    }
-    return new RegExp(full, flags);
+    const re = _fullMatch(t.bmpSource);
+    return new Re2RegExp(source, re, t.bmpSource === t.source ? undefined : _fullMatch(t.source));
   } catch (e) {
     const m = e instanceof Error ? e.message : String(e);
     return m.replace(/^Invalid regular expression: /, "");
   }
+}
+
+function _fullMatch(pattern: string): RegExp {
+  const full = `^(?:${pattern})$`;
+  if (LINEAR_REGEX) {
+    try {
+      return new RegExp(full, "l");
+    } catch {
+      // Not for the linear engine (large counts, lookahead): backtracking, without nesting.
+    }
+  }
+  return new RegExp(full);
 }
 
 /** Whether a group that holds a quantifier is itself quantified, as in `(a+)+` or `(x{2,900})*`. */

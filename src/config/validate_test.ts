@@ -19,6 +19,7 @@ import {
   hasNestedRepetition,
   LINEAR_REGEX,
   MAX_DURATION_MS,
+  Re2RegExp,
 } from "./validate_fields.ts";
 import { parseYamlDocuments } from "./yaml.ts";
 
@@ -159,6 +160,26 @@ const BAD: BadCase[] = [
     name: "regex with lookahead, which RE2 lacks",
     files: [vs(`match: [{headers: {x-user: {regex: "(?!bot).*"}}}]\n${ROUTE}`), DR_REVIEWS],
     errors: [["spec.http[0].match[0].headers.x-user.regex", "lookaround is not supported by RE2"]],
+  },
+  {
+    name: "regexes in RE2 syntax that RE2 rejects, or that remora cannot match (\\C)",
+    files: [
+      vs(
+        `match: [{uri: {regex: "/a\\\\Z"}, headers: {x-raw: {regex: "a\\\\C"}}, queryParams: {q: {regex: "\\\\p{Grek}"}}}]\n${ROUTE}`,
+      ),
+      DR_REVIEWS,
+    ],
+    errors: [
+      ["spec.http[0].match[0].uri.regex", 'invalid regex "/a\\Z": invalid escape sequence: \\Z'],
+      [
+        "spec.http[0].match[0].headers.x-raw.regex",
+        'invalid regex "a\\C": \\C (any single byte) is not supported',
+      ],
+      [
+        "spec.http[0].match[0].queryParams.q.regex",
+        'invalid regex "\\p{Grek}": unknown Unicode class: \\p{Grek}',
+      ],
+    ],
   },
   {
     name: "StringMatch with two kinds",
@@ -700,20 +721,47 @@ Deno.test("durations longer than a timer can wait count as the longest, not as a
   assert.equal(w.spec.http[0]!.timeoutMs, 596 * 3_600_000);
 });
 
+Deno.test("regexes in RE2 syntax validate, and match a value's bytes read as UTF-8", () => {
+  const result = validate(
+    vs(
+      `match: [{uri: {regex: "(?i)/api/[[:alpha:]]+\\\\z"}, headers: {x-name: {regex: "\\\\p{Greek}+"}}}]\n${ROUTE}`,
+    ),
+    DR_REVIEWS,
+  );
+  if (!result.ok) assert.fail(result.errors.map(formatConfigError).join("\n"));
+  const uri = compileRegex("(?i)/api/[[:alpha:]]+\\z");
+  assert.ok(uri instanceof Re2RegExp && uri.linear);
+  assert.equal(uri.test("/API/Users"), true);
+  assert.equal(uri.test("/api/users1"), false);
+  const greek = compileRegex("\\p{Greek}+");
+  assert.ok(greek instanceof Re2RegExp && greek.linear);
+  // Header values arrive as bytes, one character each.
+  const bytes = (s: string) => String.fromCharCode(...new TextEncoder().encode(s));
+  assert.equal(greek.test(bytes("αβγ")), true);
+  assert.equal(greek.test(bytes("abc")), false);
+  assert.equal((compileRegex("caf.") as Re2RegExp).test(bytes("café")), true);
+});
+
 Deno.test("regexes run in linear time where the engine can; nested repetition with large counts is refused", () => {
   // The test task starts V8 with the linear engine, as `deno task start` does.
   assert.equal(LINEAR_REGEX, true);
   const nested = compileRegex("/(a+)+");
-  assert.ok(nested instanceof RegExp && nested.flags.includes("l"));
+  assert.ok(nested instanceof Re2RegExp && nested.linear);
   assert.equal(nested.test(`/${"a".repeat(100_000)}!`), false);
   assert.equal(nested.test("/aaa"), true);
   // Large counts need the backtracking engine: fine alone, refused inside a repeated group.
   const counted = compileRegex("[a-z]{1,1000}");
-  assert.ok(counted instanceof RegExp && !counted.flags.includes("l"));
+  assert.ok(counted instanceof Re2RegExp && !counted.linear);
   assert.equal(counted.test("abc"), true);
   assert.match(String(compileRegex("(x{2,900})*")), /cannot be matched in linear time/);
   assert.match(String(compileRegex("((ab){3,})+")), /cannot be matched in linear time/);
-  assert.ok(compileRegex("(?:a|b){2,900}") instanceof RegExp);
+  assert.ok(compileRegex("(?:a|b){2,900}") instanceof Re2RegExp);
+  // A multi-line $ needs lookahead, which the linear engine lacks: the same rule.
+  assert.ok(!(compileRegex("(?m)a+$") as Re2RegExp).linear);
+  assert.match(
+    String(compileRegex("(?m)(a+)+$")),
+    /multi-line \$.*cannot be matched in linear time/,
+  );
   assert.match(String(compileRegex("(a)\\1")), /backreferences/);
   assert.match(String(compileRegex("(?=a)a")), /lookaround/);
   for (

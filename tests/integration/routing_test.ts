@@ -236,6 +236,38 @@ Deno.test("uri matches: exact, prefix and regex; method and query parameter matc
   });
 });
 
+Deno.test("regexes are RE2's: (?i), \\z, POSIX and Unicode classes route as in Istio", async () => {
+  const http = [
+    // JavaScript alone refuses (?i), reads \z as the letter z and [[:alpha:]] as one of
+    // "[:alph" then "]", and would see the header's UTF-8 bytes as Latin-1 characters.
+    { match: [{ uri: { regex: "(?i)/api/v[0-9]+/.*" } }], route: [dest("v2")] },
+    { match: [{ uri: { regex: "/z/a\\z" } }], route: [dest("v2")] },
+    {
+      match: [{ headers: { "x-team": { regex: "[[:alpha:]]+-[[:digit:]]+" } } }],
+      route: [dest("v2")],
+    },
+    { match: [{ headers: { "x-name": { regex: "\\p{Greek}+" } } }], route: [dest("v2")] },
+    { route: [dest("v1")] },
+  ];
+  await withMesh({ http }, async (m) => {
+    const cases: Array<[string, string[], string]> = [
+      ["/API/V1/users", [], "v2"],
+      ["/api/v2/", [], "v2"],
+      ["/api/vx/users", [], "v1"],
+      ["/z/a", [], "v2"],
+      ["/z/az", [], "v1"],
+      ["/h", ["-H", "x-team: ops-7"], "v2"],
+      ["/h", ["-H", "x-team: ops-x"], "v1"],
+      ["/h", ["-H", "x-team: o:s-7"], "v1"],
+      ["/h", ["-H", "x-name: αβγ"], "v2"],
+      ["/h", ["-H", "x-name: abc"], "v1"],
+    ];
+    for (const [path, args, want] of cases) {
+      assert.equal(await m.who(path, args), want, `${args.join(" ")} ${path}`);
+    }
+  });
+});
+
 Deno.test("a regex that backtracks exponentially matches in linear time (the proxy never stalls)", async () => {
   const http = [
     { match: [{ uri: { regex: "/(a+)+" } }], route: [dest("v2")] },
