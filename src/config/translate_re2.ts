@@ -44,12 +44,26 @@ export interface Re2Translation {
    * linear-time engine at every character; `source` itself when no class does.
    */
   bmpSource: string;
-  /**
-   * What in it V8's linear-time engine may be unable to run (a counted
-   * repetition, a multi-line `$`), so that it may run on the backtracking
-   * engine; undefined when nothing is.
-   */
-  backtracks: string | undefined;
+}
+
+/**
+ * The largest count V8's linear-time engine takes in `{n,m}`; larger ones are
+ * written out (`_unrolled`), which it runs in linear time all the same.
+ */
+const _LINEAR_MAX_COUNT = 16;
+
+/**
+ * `unit{lo,hi}` (hi -1: no upper bound) written out: `lo` copies, then
+ * `unit*` or `hi - lo` nested optional copies (`(?:u(?:u)?)?`). RE2's cap on
+ * counts (1000, nested ones multiplied) bounds the copies.
+ */
+function _unrolled(unit: string, lo: number, hi: number): string {
+  let out = unit.repeat(lo);
+  if (hi === -1) return out + unit + "*";
+  let rest = "";
+  for (let i = 0; i < hi - lo; i++) rest = `(?:${unit}${rest})?`;
+  out += rest;
+  return out === "" ? "(?:)" : out;
 }
 
 /** The JavaScript equivalent of an RE2 pattern, or why there is none. */
@@ -281,7 +295,6 @@ class _Translator {
   #frame: _Frame = { outer: this.#flags, alts: [], terms: [] };
   /** The repetition operator just read, when the last thing read was one. */
   #lastRepeat: string | undefined;
-  #backtracks: string | undefined;
 
   constructor(pattern: string) {
     const cps: number[] = [];
@@ -312,15 +325,12 @@ class _Translator {
           this.#close();
           break;
         case 0x5e: // ^
-          this.#i++;
-          this.#push(this.#flags.m ? "(?<![^\\n])" : "^", false);
-          break;
         case 0x24: // $
+          // Under (?m) these are line anchors; the values matched (header values, paths,
+          // query values, authorities) never hold a line break (HTTP forbids it and paths
+          // refuse it), so a line is the text: the text's anchors, which the linear engine runs.
           this.#i++;
-          if (this.#flags.m) {
-            this.#backtracks ??= "a multi-line $ ((?m))";
-            this.#push("(?![^\\n])", false);
-          } else this.#push("$", false);
+          this.#push(c === 0x5e ? "^" : "$", false);
           break;
         case 0x2e: // .
           this.#i++;
@@ -358,7 +368,6 @@ class _Translator {
     return {
       source: _join(alts, "src"),
       bmpSource: _join(alts, "bmp"),
-      backtracks: this.#backtracks,
     };
   }
 
@@ -514,8 +523,8 @@ class _Translator {
     const t = this.#frame.terms.pop();
     if (t === undefined) throw new _Re2Error(`missing argument to repetition operator: ${text}`);
     let weight = t.weight;
+    let unroll: { lo: number; hi: number } | undefined;
     if (op.startsWith("{")) {
-      this.#backtracks ??= "a counted repetition ({n,m})";
       const [lo = 0, hi = lo] = op.slice(1, -1).split(",").map((n) => n === "" ? -1 : Number(n));
       const most = hi === -1 ? lo : hi;
       if (most > 0) weight *= most;
@@ -524,10 +533,14 @@ class _Translator {
           `bad repetition operator: ${text} (nested counted repetitions multiply past ${_MAX_REPEAT})`,
         );
       }
+      if (most > _LINEAR_MAX_COUNT) unroll = { lo, hi };
     }
     if (this.#flags.U) lazy = !lazy;
-    const suffix = `${op}${lazy ? "?" : ""}`;
-    const wrap = (src: string) => (t.atom ? src : `(?:${src})`) + suffix;
+    const unit = (src: string) => (t.atom ? src : `(?:${src})`);
+    // Greedy or lazy makes no difference to a full match, the only use of these patterns.
+    const wrap = unroll === undefined
+      ? (src: string) => unit(src) + `${op}${lazy ? "?" : ""}`
+      : (src: string) => _unrolled(unit(src), unroll!.lo, unroll!.hi);
     this.#push(wrap(t.src), false, weight, wrap(t.bmp));
     this.#lastRepeat = text;
   }

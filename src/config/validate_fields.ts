@@ -444,17 +444,18 @@ const _SURROGATE = /[\ud800-\udfff]/;
  * `translateRe2` turns it into JavaScript with RE2's meaning (or gives RE2's
  * reason to refuse it, or remora's for `\C`), wrapped here in `^(?:...)$`.
  *
- * The linear-time engine runs it when it can (`LINEAR_REGEX`). It cannot run
- * large counted repetitions (`x{1,1000}`) or a multi-line `$`, which then
- * backtrack; so a pattern holding one of those and a repeated group that
- * repeats inside it (the shape whose backtracking explodes) is refused,
- * whatever the engine, so that `validate` and `run` agree.
+ * With V8's linear-time engine on (`LINEAR_REGEX`, as remora always runs),
+ * every pattern runs on it, as RE2 runs in linear time; one it cannot take is
+ * refused, never left to the backtracking engine, where a shape such as
+ * `(a|a){1,64}` against a long header would stall the proxy. Without it (a
+ * runtime started without the flag) a repeated group that repeats inside it
+ * is refused, the shape whose backtracking explodes.
  */
 export function compileRegex(source: string): Re2RegExp | string {
   const t = translateRe2(source);
   if (typeof t === "string") return t;
-  if (t.backtracks !== undefined && hasNestedRepetition(t.source)) {
-    return `${t.backtracks} with a repeated group that repeats inside it cannot be matched in linear time; remove the nesting`;
+  if (!LINEAR_REGEX && hasNestedRepetition(t.source)) {
+    return "a repeated group that repeats inside it cannot be matched in linear time; remove the nesting";
   }
   try {
     const re = _fullMatch(t.bmpSource);
@@ -467,14 +468,14 @@ export function compileRegex(source: string): Re2RegExp | string {
 
 function _fullMatch(pattern: string): RegExp {
   const full = `^(?:${pattern})$`;
-  if (LINEAR_REGEX) {
-    try {
-      return new RegExp(full, "l");
-    } catch {
-      // Not for the linear engine (large counts, lookahead): backtracking, without nesting.
-    }
+  if (!LINEAR_REGEX) return new RegExp(full);
+  try {
+    return new RegExp(full, "l");
+  } catch {
+    throw new Error(
+      "it cannot be matched in linear time here (V8's linear-time engine refuses it)",
+    );
   }
-  return new RegExp(full);
 }
 
 /** Whether a group that holds a quantifier is itself quantified, as in `(a+)+` or `(x{2,900})*`. */
