@@ -628,16 +628,25 @@ async function serve(
   stopMemoryTrim();
   for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
   draining = true;
+  // Signals that come during the drain do not cut it short (it is bounded by --drain-time):
+  // exiting now would drop what is in flight and, with --capture, leave the rules behind.
+  const later = () => log.info("already shutting down; the drain ends within --drain-time");
+  const laterHandlers: Array<[Deno.Signal, () => void]> = [["SIGTERM", later], ["SIGINT", later]];
+  for (const [sig, h] of laterHandlers) Deno.addSignalListener(sig, h);
   await watcher?.close();
   await identityWatch?.close();
   await control?.close();
   // As Istio's sidecar drains: inbound first (no new connections; what is in flight finishes),
-  // while the app can still call out, since finishing its own requests may need that.
+  // while the app can still call out, since finishing its own work may need that. Outbound
+  // serves until the app has no connection to it left, or the drain time is up.
   const drain = flags["drain-time"] as number;
-  const started = Date.now();
+  const deadline = Date.now() + drain;
   await inbound.listener.close(drain);
+  while (Date.now() < deadline && outbound.listeners.some((l) => l.openConnections > 0)) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
   await Promise.all(
-    outbound.listeners.map((l) => l.close(Math.max(0, drain - (Date.now() - started)))),
+    outbound.listeners.map((l) => l.close(Math.max(0, deadline - Date.now()))),
   );
   // Capture goes last: until now redirected connections met remora (or a closed port), never
   // the app without its policies.
@@ -648,6 +657,7 @@ async function serve(
   // Spans still queued get one last, bounded, chance to leave.
   await telemetry.close();
   await admin.close();
+  for (const [sig, h] of laterHandlers) Deno.removeSignalListener(sig, h);
   return 0;
 }
 

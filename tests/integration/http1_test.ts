@@ -745,3 +745,27 @@ Deno.test("on SIGTERM: not ready, inbound requests in flight finish, and the app
     await other.close();
   }
 });
+
+Deno.test("on SIGTERM with only outbound traffic: outbound keeps serving while the app has connections; a second signal does not cut the drain", async () => {
+  const up = await startUpstream("up");
+  let r: Remora | undefined;
+  try {
+    r = await startRemora(["--drain-time", "5s"]);
+    const rr = r;
+    const slow = curl([...proxy(rr), `http://127.0.0.1:${up.port}/delay/1500`]);
+    await new Promise((ok) => setTimeout(ok, 300));
+    Deno.kill(rr.pid, "SIGTERM");
+    await new Promise((ok) => setTimeout(ok, 200));
+    // The app is still running and calls out: served, although nothing came in.
+    const more = await curl([...proxy(rr), `http://127.0.0.1:${up.port}/more`]);
+    assert.equal(more.status, 200, more.body);
+    // A second signal is noted, not obeyed at once: the request in flight still finishes.
+    Deno.kill(rr.pid, "SIGTERM");
+    const done = await slow;
+    assert.equal(done.status, 200, "the outbound request in flight finished");
+    assert.match(rr.stderr() + rr.stdout(), /already shutting down/);
+  } finally {
+    await r?.stop();
+    await up.close();
+  }
+});
