@@ -54,6 +54,7 @@ import { recordOutcome } from "./outlier.ts";
 import { budgetFor, type RetryBudget } from "./retry_budget.ts";
 import type { Cluster } from "../config/runtime.ts";
 import { setClientCertHeader } from "./xfcc.ts";
+import { grpcMessage, grpcStatusOf } from "./grpc_status.ts";
 import type { RequestTrace } from "../telemetry/tracing.ts";
 import type { PeerInfo } from "../tls/mtls.ts";
 // Types only: h1_to_h2.ts (node:http2) is loaded when first needed (http2_lazy.ts).
@@ -1091,6 +1092,20 @@ class Exchange {
     this.#status = status;
     if (this.#responded) return;
     this.#responded = true;
+    if (isGrpc(this.#head.headers)) {
+      // To a gRPC call, remora's answer is gRPC's (trailers-only: HTTP 200 and a grpc-status,
+      // the text as grpc-message), as Envoy's local replies are, whatever the HTTP version.
+      const g = String(grpcStatusOf(status));
+      this.#status = 200;
+      this.#grpcStatus = g;
+      const headers: HeaderList = [...extra.filter(([k]) => k !== "content-type")];
+      headers.push(["content-type", "application/grpc"], ["grpc-status", g]);
+      if (body !== "") headers.push(["grpc-message", grpcMessage(body)]);
+      const n = await writeLocal(this.#client, 200, "", headers, keep);
+      this.#responseBytes += n.written;
+      this.#responseFramingBytes += n.head;
+      return;
+    }
     const n = await writeLocal(this.#client, status, body, extra, keep);
     this.#responseBytes += n.written;
     this.#responseFramingBytes += n.head;

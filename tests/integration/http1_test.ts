@@ -769,3 +769,29 @@ Deno.test("on SIGTERM with only outbound traffic: outbound keeps serving while t
     await up.close();
   }
 });
+
+Deno.test("a gRPC call over HTTP/1.1 gets remora's own answers as gRPC: HTTP 200 and a grpc-status", async () => {
+  const dead = closedPort();
+  await withProxy(async (r) => {
+    const res = await curl([
+      ...proxy(r),
+      "-H",
+      "content-type: application/grpc",
+      "-H",
+      "te: trailers",
+      "--data-binary",
+      "@-",
+      `http://127.0.0.1:${dead}/pkg.Svc/Call`,
+    ], { stdin: new Uint8Array(5) });
+    assert.equal(res.status, 200, res.headers);
+    assert.match(res.headers, /^content-type: application\/grpc\r$/m);
+    assert.match(res.headers, /^grpc-status: 14\r$/m, "UNAVAILABLE for a 503");
+    assert.match(res.headers, /^grpc-message: upstream connect error/m);
+    assert.equal(res.body, "");
+    const metrics = await scrape(r);
+    assert.match(
+      metrics,
+      /grpc_response_status="14"[^}]*response_code="200"|response_code="200"[^}]*grpc_response_status="14"/,
+    );
+  });
+});
