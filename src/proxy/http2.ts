@@ -587,5 +587,3 @@ function respondLocal(
   stream.end(body === "" ? "" : body + "\n");
   return "";
 }
-
-

@@ -111,10 +111,18 @@ export function observe(o: Observer, x: ExchangeFacts): void {
     reporter: o.reporter,
     sourceWorkload: source ? o.self.workload : "unknown",
     sourceNamespace: source ? o.self.namespace : "unknown",
-    sourcePrincipal: principalLabel(source ? o.self.principal?.() : x.conn.peer?.principal),
+    // This workload's own identity shows only where its side spoke mTLS (a meshed upstream
+    // outbound, a verified peer inbound), as Istio reads it from the connection.
+    sourcePrincipal: principalLabel(
+      source
+        ? (upstreamId !== undefined ? o.self.principal?.() : undefined)
+        : x.conn.peer?.principal,
+    ),
     destinationWorkload: source ? x.endpoint?.workload ?? "unknown" : o.self.workload,
     destinationNamespace: source ? x.endpoint?.namespace ?? "unknown" : o.self.namespace,
-    destinationPrincipal: principalLabel(source ? upstreamId : o.self.principal?.()),
+    destinationPrincipal: principalLabel(
+      source ? upstreamId : x.conn.peer?.principal !== undefined ? o.self.principal?.() : undefined,
+    ),
     destinationService: x.labels.service,
     destinationServiceName: x.labels.serviceName,
     destinationServiceNamespace: x.labels.serviceNamespace,

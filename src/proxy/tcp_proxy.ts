@@ -74,10 +74,21 @@ export async function serveTcp(
       reporter: opts.reporter,
       sourceWorkload: source ? opts.self.workload : "unknown",
       sourceNamespace: source ? opts.self.namespace : "unknown",
-      sourcePrincipal: principalLabel(source ? opts.self.principal?.() : info.peer?.principal),
+      // Own identity only where this side spoke mTLS, as in observe.ts.
+      sourcePrincipal: principalLabel(
+        source
+          ? (peerOf(up) !== undefined ? opts.self.principal?.() : undefined)
+          : info.peer?.principal,
+      ),
       destinationWorkload: source ? endpoint?.workload ?? "unknown" : opts.self.workload,
       destinationNamespace: source ? endpoint?.namespace ?? "unknown" : opts.self.namespace,
-      destinationPrincipal: principalLabel(source ? peerOf(up) : opts.self.principal?.()),
+      destinationPrincipal: principalLabel(
+        source
+          ? peerOf(up)
+          : info.peer?.principal !== undefined
+          ? opts.self.principal?.()
+          : undefined,
+      ),
       destinationService: labels.service,
       destinationServiceName: labels.serviceName,
       destinationServiceNamespace: labels.serviceNamespace,

@@ -406,8 +406,9 @@ export class TelemetryHook {
     const eff = this.#effective();
     if (eff.accessLog === undefined) return;
     const client = this.#reporter === "source";
-    const own = this.#t.options.self.principal?.() ?? "";
     const peer = x.peerPrincipal ?? "";
+    // Own identity only where this side spoke mTLS (there is a peer identity).
+    const own = peer === "" ? "" : this.#t.options.self.principal?.() ?? "";
     this.#t.log.write(formatLine(eff.accessLog, {
       startEpochMs: performance.timeOrigin + x.startMs,
       method: "",
@@ -460,9 +461,14 @@ export class TelemetryHook {
         ? ""
         : hostPort(x.conn.remoteAddr, x.conn.remotePort),
       requestedServerName: x.requestedServerName ?? "",
-      // This workload's own identity on its side of the exchange, the peer's on the other.
-      sourcePrincipal: client ? this.#t.options.self.principal?.() ?? "" : peer,
-      destinationPrincipal: client ? peer : this.#t.options.self.principal?.() ?? "",
+      // This workload's own identity on its side of the exchange, the peer's on the other
+      // (only over mTLS: plaintext has neither).
+      sourcePrincipal: client
+        ? (peer === "" ? "" : this.#t.options.self.principal?.() ?? "")
+        : peer,
+      destinationPrincipal: client
+        ? peer
+        : (peer === "" ? "" : this.#t.options.self.principal?.() ?? ""),
       traceId: t?.traceId ?? "",
       userAgent: t?.userAgent ?? "",
       xForwardedFor: t?.xForwardedFor ?? "",

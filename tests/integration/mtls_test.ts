@@ -694,3 +694,52 @@ Deno.test("mtls: opaque TCP over mTLS is reported as mutual_tls with both princi
     for (const d of Object.values(dirs)) await Deno.remove(d, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("mtls: plaintext to a sidecar with an identity carries no principal on either side", async () => {
+  const ca = await initCa({ trustDomain: TD, ttlMs: 24 * HOUR });
+  const dir = await identityDir(ca, "b");
+  const app = await startUpstream("app");
+  let b: Remora | undefined;
+  try {
+    b = await startRemora([
+      "--identity-dir",
+      dir,
+      "--app-port",
+      String(app.port),
+      "--access-log",
+      "json",
+    ]);
+    const res = await run("curl", [
+      "-sS",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      `http://127.0.0.1:${b.inbound}/plain`,
+    ]);
+    assert.equal(res.out, "200");
+    const line = (await scrape(b.stats)).split("\n").find((l) =>
+      l.startsWith("istio_requests_total{")
+    );
+    assert.ok(line !== undefined);
+    assert.match(line!, /source_principal="unknown"/);
+    assert.match(
+      line!,
+      /destination_principal="unknown"/,
+      "its own identity was not used: no mTLS",
+    );
+    assert.match(line!, /connection_security_policy="none"/);
+    let log: Record<string, unknown> | undefined;
+    for (let i = 0; i < 50 && log === undefined; i++) {
+      const l = b.stdout().split("\n").find((x) => x.startsWith("{"));
+      if (l !== undefined) log = JSON.parse(l);
+      else await new Promise((ok) => setTimeout(ok, 100));
+    }
+    assert.equal(log?.destination_principal, null);
+    assert.equal(log?.source_principal, null);
+  } finally {
+    await b?.stop();
+    await app.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
