@@ -67,7 +67,9 @@ if (import.meta.main) {
     if (e instanceof UsageError) {
       // Point at the help of the command that was given, where there is one.
       const known = ["run", "control", "validate", "iptables", "ca"];
-      const cmd = known.includes(Deno.args[0] ?? "") ? `remora ${Deno.args[0]}` : "remora";
+      const [first = "", second = ""] = Deno.args;
+      const sub = first === "ca" && ["init", "issue"].includes(second) ? ` ${second}` : "";
+      const cmd = known.includes(first) ? `remora ${first}${sub}` : "remora";
       console.error(`remora: ${e.message}\nRun "${cmd} --help" for usage.`);
       code = 2;
     } else if (e instanceof InputError) {
