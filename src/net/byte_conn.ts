@@ -137,7 +137,7 @@ class CoreTcpConn implements ByteConn {
  * queue and is paused only while more than `HIGH_WATER` bytes wait unread
  * (pausing per chunk cost a third of the throughput).
  */
-export abstract class ChunkQueue {
+abstract class ChunkQueue {
   readonly #chunks: Uint8Array[] = [];
   #head = 0;
   #queued = 0;
@@ -222,13 +222,45 @@ export abstract class ChunkQueue {
   }
 }
 
-/** Adapts a node stream (a TLSSocket) to ByteConn through its 'data' events and `write()`. */
-export class StreamByteConn extends ChunkQueue implements ByteConn {
-  readonly #s: Duplex;
+/**
+ * A queue fed by a node stream, written through its `write()`: what
+ * `StreamByteConn` and the HTTP/2 upstream streams (`proxy/h1_to_h2.ts`)
+ * share. Subclasses feed the queue and close the stream their own way.
+ */
+export abstract class DuplexQueue extends ChunkQueue {
+  protected readonly stream: Duplex;
 
   constructor(s: Duplex) {
     super();
-    this.#s = s;
+    this.stream = s;
+  }
+
+  protected pauseSource(): void {
+    this.stream.pause();
+  }
+
+  protected resumeSource(): void {
+    this.stream.resume();
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    if (this.error !== undefined) return Promise.reject(this.error);
+    // node keeps a reference to the chunk until written: copy, since callers reuse buffers.
+    const copy = p.slice();
+    return new Promise((resolve, reject) => {
+      this.stream.write(copy, (e?: Error | null) => e ? reject(e) : resolve(copy.length));
+    });
+  }
+
+  closeWrite(): void {
+    this.stream.end();
+  }
+}
+
+/** Adapts a node stream (a TLSSocket) to ByteConn through its 'data' events and `write()`. */
+export class StreamByteConn extends DuplexQueue implements ByteConn {
+  constructor(s: Duplex) {
+    super(s);
     s.on("data", (c: Uint8Array) => this.enqueue(c));
     s.on("end", () => {
       this.ended = true;
@@ -244,29 +276,8 @@ export class StreamByteConn extends ChunkQueue implements ByteConn {
     });
   }
 
-  protected pauseSource(): void {
-    this.#s.pause();
-  }
-
-  protected resumeSource(): void {
-    this.#s.resume();
-  }
-
-  write(p: Uint8Array): Promise<number> {
-    if (this.error !== undefined) return Promise.reject(this.error);
-    // node keeps a reference to the chunk until written: copy, since callers reuse buffers.
-    const copy = p.slice();
-    return new Promise((resolve, reject) => {
-      this.#s.write(copy, (e?: Error | null) => e ? reject(e) : resolve(copy.length));
-    });
-  }
-
-  closeWrite(): void {
-    this.#s.end();
-  }
-
   close(): void {
-    this.#s.destroy();
+    this.stream.destroy();
   }
 }
 

@@ -25,7 +25,7 @@ import {
   serializeHead,
 } from "../http/h1_head.ts";
 import { BufConn } from "../net/buf_conn.ts";
-import { type ByteConn, ChunkQueue } from "../net/byte_conn.ts";
+import { type ByteConn, DuplexQueue } from "../net/byte_conn.ts";
 import { HOP_BY_HOP } from "./h2_to_h1.ts";
 import { type H2Sessions, isConnectError } from "./h2_sessions.ts";
 import type { Failure } from "./policy.ts";
@@ -100,7 +100,7 @@ const CRLF = encoder.encode("\r\n");
 const LAST_CHUNK = encoder.encode("0\r\n\r\n");
 
 /** The stream as a ByteConn, and the exchange's response. */
-class StreamConn extends ChunkQueue implements ByteConn, H2Exchange {
+class StreamConn extends DuplexQueue implements ByteConn, H2Exchange {
   readonly conn: BufConn;
   readonly response: Promise<ResponseHead | H2Failure>;
   grpcStatus = "";
@@ -110,7 +110,7 @@ class StreamConn extends ChunkQueue implements ByteConn, H2Exchange {
   #trailers: http2.IncomingHttpHeaders | undefined;
 
   constructor(s: http2.ClientHttp2Stream, req: H2Request) {
-    super();
+    super(s);
     this.#s = s;
     // Response bodies are read in pieces of at most 16 KiB (an HTTP/2 frame's default size).
     this.conn = new BufConn(this, 16 * 1024);
@@ -213,27 +213,6 @@ class StreamConn extends ChunkQueue implements ByteConn, H2Exchange {
 
   send(body: Uint8Array): void {
     this.#s.end(body);
-  }
-
-  protected pauseSource(): void {
-    this.#s.pause();
-  }
-
-  protected resumeSource(): void {
-    this.#s.resume();
-  }
-
-  write(p: Uint8Array): Promise<number> {
-    if (this.error !== undefined) return Promise.reject(this.error);
-    // node keeps a reference to the chunk until written: copy, since callers reuse buffers.
-    const copy = p.slice();
-    return new Promise((resolve, reject) => {
-      this.#s.write(copy, (e?: Error | null) => e ? reject(e) : resolve(copy.length));
-    });
-  }
-
-  closeWrite(): void {
-    this.#s.end();
   }
 
   close(): void {

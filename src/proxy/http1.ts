@@ -178,6 +178,18 @@ interface Attempt {
 
 type AttemptResult = Attempt | { failure: Failure; detail: string; status?: number };
 
+/** An attempt under way on `conn`, its response head to come. */
+function newAttempt(conn: BufConn, up: Upstream, h2: H2Exchange | undefined): Attempt {
+  return {
+    conn,
+    up,
+    head: undefined as unknown as ResponseHead,
+    body: undefined,
+    bodyDone: true,
+    h2,
+  };
+}
+
 /** Lets a hedge race cancel an attempt (by closing its connection). */
 interface AttemptControl {
   conn: BufConn | undefined;
@@ -697,14 +709,7 @@ class Exchange {
     body: Uint8Array | undefined,
   ): Promise<AttemptResult> {
     const sentAt = performance.now();
-    const attempt: Attempt = {
-      conn,
-      up,
-      head: undefined as unknown as ResponseHead,
-      body: undefined,
-      bodyDone: true,
-      h2: undefined,
-    };
+    const attempt = newAttempt(conn, up, undefined);
     try {
       if (body !== undefined && body.length > 0 && body.length + requestHead.length <= 16384) {
         const both = allocBytes(requestHead.length + body.length);
@@ -873,14 +878,7 @@ class Exchange {
       }, Math.max(1, o.perTryMs))
       : undefined;
     const sentAt = performance.now();
-    const attempt: Attempt = {
-      conn,
-      up,
-      head: undefined as unknown as ResponseHead,
-      body: undefined,
-      bodyDone: true,
-      h2: x,
-    };
+    const attempt = newAttempt(conn, up, x);
     const body = o.body;
     if (body === undefined) {
       attempt.bodyDone = false;
