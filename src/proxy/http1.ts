@@ -1112,7 +1112,6 @@ class Exchange {
   #record(labels: Forward["labels"], up: Upstream | undefined): void {
     observe(this.#opts, {
       labels,
-      endpoint: up?.endpoint,
       status: this.#status,
       flags: this.#flags,
       grpc: this.#grpcStatus !== "" || isGrpc(this.#head.headers),

@@ -128,7 +128,6 @@ export class Http2Engine {
     ) =>
       observe(this.#opts, {
         labels,
-        endpoint: up?.endpoint,
         status,
         flags,
         grpc,

@@ -5,8 +5,13 @@
  * same facts go to the telemetry hook (spans, access log) when one is set.
  */
 
-import type { Endpoint } from "../config/runtime.ts";
-import { type Metrics, type PeerMeta, type Reporter, UNKNOWN_PEER } from "../telemetry/metrics.ts";
+import {
+  type Metrics,
+  type PeerMeta,
+  type Reporter,
+  type TcpRecord,
+  UNKNOWN_PEER,
+} from "../telemetry/metrics.ts";
 import type { RequestTrace, TelemetryHook } from "../telemetry/tracing.ts";
 import type { ConnInfo } from "./http1.ts";
 import { type DestinationLabels, expectedPeerId, type Upstream } from "./target.ts";
@@ -25,7 +30,7 @@ export interface SelfInfo {
  * A SPIFFE ID as Istio's metrics print it: whole, scheme included
  * ("spiffe://cluster.local/ns/x/sa/y"); "unknown" when there is none.
  */
-export function principalLabel(id: string | undefined): string {
+function principalLabel(id: string | undefined): string {
   return id ?? "unknown";
 }
 
@@ -55,7 +60,6 @@ export interface Observer {
 
 export interface ExchangeFacts {
   labels: DestinationLabels;
-  endpoint: Endpoint | undefined;
   status: number;
   flags: readonly string[];
   grpc: boolean;
@@ -100,47 +104,62 @@ export interface ExchangeFacts {
 }
 
 export function observe(o: Observer, x: ExchangeFacts): void {
-  const source = o.reporter === "source";
   const flags = x.flags.length === 0 ? "-" : [...new Set(x.flags)].join(",");
   const durationMs = performance.now() - x.startMs;
   // Outbound, the identity a meshed upstream had to present.
-  const upstreamId = source ? upstreamPrincipal(o.self, x.upstream) : undefined;
+  const upstreamId = o.reporter === "source" ? upstreamPrincipal(o.self, x.upstream) : undefined;
   // Spans and logs name the peer: the verified caller inbound, the identity required of the upstream outbound.
   o.telemetry?.onExchange(x, flags, durationMs, upstreamId);
   o.metrics.recordRequest({
-    reporter: o.reporter,
-    sourceWorkload: source ? o.self.workload : "unknown",
-    sourceNamespace: source ? o.self.namespace : "unknown",
-    // This workload's own identity shows only where its side spoke mTLS (a meshed upstream
-    // outbound, a verified peer inbound), as Istio reads it from the connection.
-    sourcePrincipal: principalLabel(
-      source
-        ? (upstreamId !== undefined ? o.self.principal?.() : undefined)
-        : x.conn.peer?.principal,
-    ),
-    destinationWorkload: source ? x.endpoint?.workload ?? "unknown" : o.self.workload,
-    destinationNamespace: source ? x.endpoint?.namespace ?? "unknown" : o.self.namespace,
-    destinationPrincipal: principalLabel(
-      source ? upstreamId : x.conn.peer?.principal !== undefined ? o.self.principal?.() : undefined,
-    ),
-    destinationService: x.labels.service,
-    destinationServiceName: x.labels.serviceName,
-    destinationServiceNamespace: x.labels.serviceNamespace,
-    // Inbound the caller is not known beyond its identity (no metadata exchange).
-    sourceMeta: source ? o.self.meta ?? UNKNOWN_PEER : UNKNOWN_PEER,
-    destinationMeta: source ? x.endpoint?.meta ?? UNKNOWN_PEER : o.self.meta ?? UNKNOWN_PEER,
+    ...connectionRecord(o, x.conn, x.upstream, x.labels, flags, upstreamId),
     responseCode: x.status,
     requestProtocol: x.grpc ? "grpc" : "http",
     grpcResponseStatus: x.grpcStatus,
-    responseFlags: flags,
-    // As in Istio: the caller's side cannot know how the callee received it.
-    connectionSecurityPolicy: source
-      ? "unknown"
-      : x.conn.peer?.principal !== undefined
-      ? "mutual_tls"
-      : "none",
     durationMs,
     requestBytes: x.requestBytes,
     responseBytes: x.responseBytes,
   });
+}
+
+/**
+ * Who talked to whom over a connection, as Istio's metrics label it (shared
+ * by the HTTP exchanges and opaque TCP): reporter-dependent workloads and
+ * metadata, principals and the security policy. This workload's own
+ * identity shows only where its side spoke mTLS (a meshed upstream outbound,
+ * a verified peer inbound), as Istio reads it from the connection.
+ * `upstreamId` is the upstream's required identity when the caller has it.
+ */
+export function connectionRecord(
+  o: Observer,
+  conn: ConnInfo,
+  up: Upstream | undefined,
+  labels: DestinationLabels,
+  flags: string,
+  upstreamId = o.reporter === "source" ? upstreamPrincipal(o.self, up) : undefined,
+): TcpRecord {
+  const source = o.reporter === "source";
+  const endpoint = up?.endpoint;
+  const peer = conn.peer?.principal;
+  return {
+    reporter: o.reporter,
+    sourceWorkload: source ? o.self.workload : "unknown",
+    sourceNamespace: source ? o.self.namespace : "unknown",
+    sourcePrincipal: principalLabel(
+      source ? (upstreamId !== undefined ? o.self.principal?.() : undefined) : peer,
+    ),
+    destinationWorkload: source ? endpoint?.workload ?? "unknown" : o.self.workload,
+    destinationNamespace: source ? endpoint?.namespace ?? "unknown" : o.self.namespace,
+    destinationPrincipal: principalLabel(
+      source ? upstreamId : peer !== undefined ? o.self.principal?.() : undefined,
+    ),
+    destinationService: labels.service,
+    destinationServiceName: labels.serviceName,
+    destinationServiceNamespace: labels.serviceNamespace,
+    // Inbound the caller is not known beyond its identity (no metadata exchange).
+    sourceMeta: source ? o.self.meta ?? UNKNOWN_PEER : UNKNOWN_PEER,
+    destinationMeta: source ? endpoint?.meta ?? UNKNOWN_PEER : o.self.meta ?? UNKNOWN_PEER,
+    responseFlags: flags,
+    // As in Istio: the caller's side cannot know how the callee received it.
+    connectionSecurityPolicy: source ? "unknown" : peer !== undefined ? "mutual_tls" : "none",
+  };
 }

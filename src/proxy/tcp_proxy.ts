@@ -10,12 +10,11 @@
 
 import type { RuntimeConfig } from "../config/runtime.ts";
 import { log } from "../log.ts";
-import { UNKNOWN_PEER } from "../telemetry/metrics.ts";
 import { authorize } from "../security/authz.ts";
 import type { BufConn } from "../net/buf_conn.ts";
 import type { ServerFirstMemory } from "./detect.ts";
 import { type ConnInfo, destinationIpOf } from "./http1.ts";
-import { type Observer, principalLabel, upstreamPrincipal } from "./observe.ts";
+import { connectionRecord, type Observer, upstreamPrincipal } from "./observe.ts";
 import { balancerFor } from "./balance.ts";
 import type { ConnPool } from "./pool.ts";
 import { findByOriginalDst, findVirtualHost, pickCluster } from "./route_match.ts";
@@ -68,41 +67,8 @@ export async function serveTcp(
   // Outbound, the identity a meshed upstream had to present; inbound, the verified caller's.
   const peerOf = (up: Upstream | undefined) =>
     source ? upstreamPrincipal(opts.self, up) : info.peer?.principal;
-  const record = (labels: DestinationLabels, up: Upstream | undefined, flags: string) => {
-    const endpoint = up?.endpoint;
-    return {
-      reporter: opts.reporter,
-      sourceWorkload: source ? opts.self.workload : "unknown",
-      sourceNamespace: source ? opts.self.namespace : "unknown",
-      // Own identity only where this side spoke mTLS, as in observe.ts.
-      sourcePrincipal: principalLabel(
-        source
-          ? (peerOf(up) !== undefined ? opts.self.principal?.() : undefined)
-          : info.peer?.principal,
-      ),
-      destinationWorkload: source ? endpoint?.workload ?? "unknown" : opts.self.workload,
-      destinationNamespace: source ? endpoint?.namespace ?? "unknown" : opts.self.namespace,
-      destinationPrincipal: principalLabel(
-        source
-          ? peerOf(up)
-          : info.peer?.principal !== undefined
-          ? opts.self.principal?.()
-          : undefined,
-      ),
-      destinationService: labels.service,
-      destinationServiceName: labels.serviceName,
-      destinationServiceNamespace: labels.serviceNamespace,
-      sourceMeta: source ? opts.self.meta ?? UNKNOWN_PEER : UNKNOWN_PEER,
-      destinationMeta: source ? endpoint?.meta ?? UNKNOWN_PEER : opts.self.meta ?? UNKNOWN_PEER,
-      responseFlags: flags,
-      // As in Istio: the caller's side cannot know how the callee received it.
-      connectionSecurityPolicy: source
-        ? "unknown" as const
-        : info.peer?.principal !== undefined
-        ? "mutual_tls" as const
-        : "none" as const,
-    };
-  };
+  const record = (labels: DestinationLabels, up: Upstream | undefined, flags: string) =>
+    connectionRecord(opts, info, up, labels, flags);
   const logLine = (
     labels: DestinationLabels,
     up: Upstream | undefined,

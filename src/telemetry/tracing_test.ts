@@ -44,7 +44,6 @@ const NO_POLICY: TelemetryPolicy = {
 function facts(over: Partial<ExchangeFacts> = {}): ExchangeFacts {
   return {
     labels: { service: "b.default", serviceName: "b", serviceNamespace: "default", cluster: "c1" },
-    endpoint: undefined,
     status: 200,
     flags: [],
     grpc: false,
