@@ -405,10 +405,7 @@ export class TelemetryHook {
   onConnection(x: ConnectionFacts, flags: string): void {
     const eff = this.#effective();
     if (eff.accessLog === undefined) return;
-    const client = this.#reporter === "source";
-    const peer = x.peerPrincipal ?? "";
-    // Own identity only where this side spoke mTLS (there is a peer identity).
-    const own = peer === "" ? "" : this.#t.options.self.principal?.() ?? "";
+    const [sourcePrincipal, destinationPrincipal] = this.#principals(x.peerPrincipal ?? "");
     this.#t.log.write(formatLine(eff.accessLog, {
       startEpochMs: performance.timeOrigin + x.startMs,
       method: "",
@@ -420,16 +417,14 @@ export class TelemetryHook {
       bytesSent: x.bytesSent,
       durationMs: performance.now() - x.startMs,
       upstreamServiceMs: -1,
-      upstreamHost: x.upstream === undefined ? "" : hostPort(x.upstream.host, x.upstream.port),
+      upstreamHost: upstreamHostOf(x.upstream),
       upstreamCluster: x.cluster,
       requestId: "",
       authority: "",
-      downstreamRemoteAddress: x.conn.remoteAddr === "unknown"
-        ? ""
-        : hostPort(x.conn.remoteAddr, x.conn.remotePort),
+      downstreamRemoteAddress: downstreamOf(x.conn),
       requestedServerName: x.requestedServerName ?? "",
-      sourcePrincipal: client ? own : peer,
-      destinationPrincipal: client ? peer : own,
+      sourcePrincipal,
+      destinationPrincipal,
       traceId: "",
       userAgent: "",
       xForwardedFor: "",
@@ -440,7 +435,9 @@ export class TelemetryHook {
     const t = x.trace;
     const client = this.#reporter === "source";
     // Inbound: the caller's SPIFFE id from its mTLS certificate.
-    const peer = x.peerPrincipal ?? (client ? "" : x.conn.peer?.principal ?? "");
+    const [sourcePrincipal, destinationPrincipal] = this.#principals(
+      x.peerPrincipal ?? (client ? "" : x.conn.peer?.principal ?? ""),
+    );
     return {
       startEpochMs,
       method: x.method,
@@ -453,27 +450,37 @@ export class TelemetryHook {
       bytesSent: x.responseBytes - x.responseFramingBytes,
       durationMs,
       upstreamServiceMs: x.upstreamMs,
-      upstreamHost: x.upstream === undefined ? "" : hostPort(x.upstream.host, x.upstream.port),
+      upstreamHost: upstreamHostOf(x.upstream),
       upstreamCluster: x.labels.cluster,
       requestId: t?.requestId || x.clientRequestId || crypto.randomUUID(),
       authority: x.authority,
-      downstreamRemoteAddress: x.conn.remoteAddr === "unknown"
-        ? ""
-        : hostPort(x.conn.remoteAddr, x.conn.remotePort),
+      downstreamRemoteAddress: downstreamOf(x.conn),
       requestedServerName: x.requestedServerName ?? "",
-      // This workload's own identity on its side of the exchange, the peer's on the other
-      // (only over mTLS: plaintext has neither).
-      sourcePrincipal: client
-        ? (peer === "" ? "" : this.#t.options.self.principal?.() ?? "")
-        : peer,
-      destinationPrincipal: client
-        ? peer
-        : (peer === "" ? "" : this.#t.options.self.principal?.() ?? ""),
+      sourcePrincipal,
+      destinationPrincipal,
       traceId: t?.traceId ?? "",
       userAgent: t?.userAgent ?? "",
       xForwardedFor: t?.xForwardedFor ?? "",
     };
   }
+
+  /**
+   * The source and destination principals of a logged exchange or connection:
+   * the peer's identity on its side, this workload's own on the other, and
+   * neither without mTLS (no peer identity).
+   */
+  #principals(peer: string): [string, string] {
+    const own = peer === "" ? "" : this.#t.options.self.principal?.() ?? "";
+    return this.#reporter === "source" ? [own, peer] : [peer, own];
+  }
+}
+
+function upstreamHostOf(up: { host: string; port: number } | undefined): string {
+  return up === undefined ? "" : hostPort(up.host, up.port);
+}
+
+function downstreamOf(conn: ConnInfo): string {
+  return conn.remoteAddr === "unknown" ? "" : hostPort(conn.remoteAddr, conn.remotePort);
 }
 
 function hostPort(host: string, port: number): string {
