@@ -26,6 +26,7 @@ import {
 } from "../http/h1_head.ts";
 import { BufConn } from "../net/buf_conn.ts";
 import { type ByteConn, DuplexQueue } from "../net/byte_conn.ts";
+import { addFields, fieldList } from "./h2_fields.ts";
 import { HOP_BY_HOP } from "./h2_to_h1.ts";
 import { type H2Sessions, isConnectError } from "./h2_sessions.ts";
 import type { Failure } from "./policy.ts";
@@ -78,15 +79,8 @@ export function openStream(sessions: H2Sessions, up: Upstream, req: H2Request): 
     ":path": req.path,
     ":scheme": req.scheme,
   };
-  for (const [k, v] of req.headers) {
-    if (k === "host") {
-      out[":authority"] = v;
-      continue;
-    }
-    if (HOP_BY_HOP.has(k)) continue;
-    const prev = out[k];
-    out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
-  }
+  for (const [k, v] of req.headers) if (k === "host") out[":authority"] = v;
+  addFields(out, req.headers.filter(([k]) => k !== "host" && !HOP_BY_HOP.has(k)));
   // The one TE allowed in HTTP/2; gRPC servers expect it.
   if (req.trailers) out["te"] = "trailers";
   return new StreamConn(sessions.request(up, out, req.endStream), req);
@@ -174,12 +168,7 @@ class StreamConn extends DuplexQueue implements ByteConn, H2Exchange {
   /** The response head as an HTTP/1.1 upstream would have sent it. */
   #head(h: http2.IncomingHttpHeaders, flags: number, method: string): ResponseHead | H2Failure {
     const status = Number(h[":status"]);
-    const headers: HeaderList = [];
-    for (const [k, v] of Object.entries(h)) {
-      if (k.charCodeAt(0) === 58 || HOP_BY_HOP.has(k) || v === undefined) continue; // ":"
-      if (Array.isArray(v)) { for (const x of v) headers.push([k, x]); }
-      else headers.push([k, String(v)]);
-    }
+    const headers = fieldList(h, (k) => HOP_BY_HOP.has(k));
     const g = h["grpc-status"];
     if (g !== undefined) this.grpcStatus = String(g);
     // A response that ended with its headers (gRPC's trailers-only errors). Deno's client
@@ -223,14 +212,7 @@ class StreamConn extends DuplexQueue implements ByteConn, H2Exchange {
 /** The last chunk with the response's trailers (pseudo and framing fields left out). */
 function lastChunk(t: http2.IncomingHttpHeaders | undefined): Uint8Array {
   if (t === undefined) return LAST_CHUNK;
-  const fields: HeaderList = [];
-  for (const [k, v] of Object.entries(t)) {
-    if (k.charCodeAt(0) === 58 || HOP_BY_HOP.has(k) || k === "content-length" || v === undefined) {
-      continue;
-    }
-    if (Array.isArray(v)) { for (const x of v) fields.push([k, x]); }
-    else fields.push([k, String(v)]);
-  }
+  const fields = fieldList(t, (k) => HOP_BY_HOP.has(k) || k === "content-length");
   // "0", the trailer fields, the empty line: a head's own layout.
   return serializeHead("0", fields);
 }

@@ -24,6 +24,7 @@ import {
 import { BufConn } from "../net/buf_conn.ts";
 import type { ByteConn } from "../net/byte_conn.ts";
 import type { AttemptOptions, Outcome } from "./http2.ts";
+import { addFields, fieldList } from "./h2_fields.ts";
 import { applyHeaderOps } from "./policy.ts";
 import type { ConnPool } from "./pool.ts";
 import type { Upstream } from "./target.ts";
@@ -126,16 +127,13 @@ export function attemptHttp1(
 
     async function run(): Promise<Outcome> {
       const method = String(out[":method"] ?? "GET");
-      const headers: HeaderList = [["host", String(out[":authority"] ?? "")]];
-      let length: string | undefined;
-      for (const [k, v] of Object.entries(out)) {
-        if (k.startsWith(":") || HOP_BY_HOP.has(k) || v === undefined) continue;
-        if (k === "content-length") {
-          length = String(v);
-          continue;
-        }
-        for (const x of Array.isArray(v) ? v : [v]) headers.push([k, String(x)]);
-      }
+      const headers: HeaderList = [
+        ["host", String(out[":authority"] ?? "")],
+        ...fieldList(out, (k) => HOP_BY_HOP.has(k) || k === "content-length"),
+      ];
+      const length = out["content-length"] === undefined
+        ? undefined
+        : String(out["content-length"]);
       const body = o.request;
       if (body instanceof Uint8Array) headers.push(["content-length", String(body.length)]);
       else if (body === "stream") {
@@ -188,11 +186,7 @@ export function attemptHttp1(
 
       const list: HeaderList = res.headers.filter(([k]) => !HOP_BY_HOP.has(k));
       for (const ops of o.responseHeaders) applyHeaderOps(list, ops);
-      const rh: http2.OutgoingHttpHeaders = { ":status": res.status };
-      for (const [k, v] of list) {
-        const prev = rh[k];
-        rh[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
-      }
+      const rh = addFields({ ":status": res.status }, list);
       if (stream.destroyed) {
         c.close();
         return { kind: "done", status: res.status, grpcStatus: "", flag: "DC" };

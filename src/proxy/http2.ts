@@ -15,11 +15,11 @@
 import http2 from "node:http2";
 import type { Duplex } from "node:stream";
 import type { HeaderOps } from "../config/runtime.ts";
-import type { HeaderList } from "../http/h1_head.ts";
 import { log } from "../log.ts";
 import type { BufConn } from "../net/buf_conn.ts";
 import { type ConnInfo, destinationIpOf } from "./http1.ts";
 import { grpcMessage, grpcStatusOf } from "./grpc_status.ts";
+import { addFields, fieldList } from "./h2_fields.ts";
 import { observe, type Observer } from "./observe.ts";
 import {
   applyHeaderOps,
@@ -44,17 +44,6 @@ export interface Http2Options extends Observer {
   router: HttpRouter;
   /** Dials upstreams (mTLS for meshed ones). */
   pool: ConnPool;
-}
-
-/** The request's regular header fields as a list (pseudo-headers left out). */
-function headerListOf(headers: http2.IncomingHttpHeaders): HeaderList {
-  const list: HeaderList = [];
-  for (const [k, v] of Object.entries(headers)) {
-    if (k.startsWith(":") || v === undefined) continue;
-    if (Array.isArray(v)) { for (const x of v) list.push([k, x]); }
-    else list.push([k, String(v)]);
-  }
-  return list;
 }
 
 const UNKNOWN_CONN: ConnInfo = {
@@ -184,7 +173,7 @@ export class Http2Engine {
     if (d.kind === "local") {
       if (d.flags !== "") flags.push(d.flags);
       // Local replies are traced and logged too (the context is read from the request).
-      trace = this.#opts.telemetry?.onRequest(headerListOf(headers));
+      trace = this.#opts.telemetry?.onRequest(fieldList(headers));
       reply(d.labels, d.status, d.body, undefined, d.headers);
       return;
     }
@@ -199,22 +188,17 @@ export class Http2Engine {
     }
     if (fault?.abort !== undefined && Math.random() * 100 < fault.abort.percentage) {
       flags.push("FI");
-      trace = this.#opts.telemetry?.onRequest(headerListOf(headers));
+      trace = this.#opts.telemetry?.onRequest(fieldList(headers));
       reply(d.labels, fault.abort.status, "fault filter abort", undefined);
       return;
     }
 
     // Upstream request headers: end-to-end fields plus proxy headers and route operations.
-    const list: HeaderList = [];
-    for (const [k, v] of Object.entries(headers)) {
-      if (k.startsWith(":") || v === undefined) continue;
-      // "te: trailers" is the one TE allowed in HTTP/2 and gRPC servers expect it.
-      if (HOP_BY_HOP.has(k) && !(k === "te" && String(v).trim().toLowerCase() === "trailers")) {
-        continue;
-      }
-      if (Array.isArray(v)) { for (const x of v) list.push([k, x]); }
-      else list.push([k, String(v)]);
-    }
+    // "te: trailers" is the one TE allowed in HTTP/2 and gRPC servers expect it.
+    const list = fieldList(
+      headers,
+      (k, v) => HOP_BY_HOP.has(k) && !(k === "te" && String(v).trim().toLowerCase() === "trailers"),
+    );
     if (!list.some(([k]) => k === "x-request-id")) list.push(["x-request-id", newRequestId()]);
     setClientCertHeader(
       list,
@@ -227,16 +211,12 @@ export class Http2Engine {
     trace = this.#opts.telemetry?.onRequest(list);
     applyHeaderOps(list, route?.requestHeaders);
     applyHeaderOps(list, d.destination.requestHeaders);
-    const out: http2.OutgoingHttpHeaders = {
+    const out = addFields({
       ":method": method,
       ":path": d.path,
       ":scheme": scheme,
       ":authority": d.authority ?? authority,
-    };
-    for (const [k, v] of list) {
-      const prev = out[k];
-      out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
-    }
+    }, list);
 
     const retry = route?.retry;
     // A request that ended with its headers can be replayed; one with a body
@@ -441,18 +421,9 @@ export class Http2Engine {
         responded = true;
         sentStatus = status;
         o.onResponseHead(performance.now() - sentAt);
-        const list: HeaderList = [];
-        for (const [k, v] of Object.entries(h)) {
-          if (k.startsWith(":") || HOP_BY_HOP.has(k) || v === undefined) continue;
-          if (Array.isArray(v)) { for (const x of v) list.push([k, x]); }
-          else list.push([k, String(v)]);
-        }
+        const list = fieldList(h, (k) => HOP_BY_HOP.has(k));
         for (const ops of o.responseHeaders) applyHeaderOps(list, ops);
-        const rh: http2.OutgoingHttpHeaders = { ":status": status };
-        for (const [k, v] of list) {
-          const prev = rh[k];
-          rh[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
-        }
+        const rh = addFields({ ":status": status }, list);
         // A response that ended with its headers (e.g. gRPC's trailers-only
         // errors). Deno's client streams do not set `endAfterHeaders`, but the
         // HEADERS frame flags are passed along.
