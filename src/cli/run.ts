@@ -48,6 +48,14 @@ import {
   RUN_CAPTURE,
 } from "../capture/claim.ts";
 
+/**
+ * run's capture flags (those of `remora iptables install`, its listener ports aside): they
+ * shape the rules `--capture` installs, and nothing else.
+ */
+const CAPTURE_ONLY = Object.keys(CAPTURE_FLAGS).filter((name) =>
+  name !== "inbound-port" && name !== "outbound-port"
+);
+
 export const RUN_FLAGS: FlagSpecs = {
   config: {
     kind: "string",
@@ -173,11 +181,7 @@ export const RUN_FLAGS: FlagSpecs = {
       "(the capture flags below are those of `remora iptables install`). Refused while another " +
       "`remora run --capture` runs in this network namespace",
   },
-  ...Object.fromEntries(
-    Object.entries(CAPTURE_FLAGS).filter(([name]) =>
-      name !== "inbound-port" && name !== "outbound-port"
-    ),
-  ),
+  ...Object.fromEntries(CAPTURE_ONLY.map((name) => [name, CAPTURE_FLAGS[name]!])),
 };
 
 const USAGE = "remora run [flags]";
@@ -660,18 +664,6 @@ async function serve(
   for (const [sig, h] of laterHandlers) Deno.removeSignalListener(sig, h);
   return 0;
 }
-
-/** run's capture flags: they shape the rules `--capture` installs, and nothing else. */
-const CAPTURE_ONLY = [
-  "proxy-uid",
-  "proxy-gid",
-  "include-inbound-ports",
-  "exclude-inbound-ports",
-  "include-outbound-cidrs",
-  "exclude-outbound-cidrs",
-  "exclude-outbound-ports",
-  "ipv6",
-];
 
 /** The --control flags checked together; undefined without --control. */
 function controlOptionsFromFlags(flags: Record<string, FlagValue>): {
