@@ -17,6 +17,7 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { initCa, issueCert, writeIssued } from "../../src/identity/ca.ts";
 import {
+  closedPort,
   curl,
   curlLines,
   type Echo,
@@ -50,14 +51,6 @@ spec:
   endpoints:
 ${endpoints.map((e) => `  - ${e}`).join("\n")}
 `;
-}
-
-/** A port that nothing listens on (bound, then closed). */
-function closedPort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /** The value of istio_requests_total series whose labels include all of `labels`, summed. */

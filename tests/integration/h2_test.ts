@@ -15,6 +15,7 @@
 
 import assert from "node:assert/strict";
 import {
+  closedPort,
   curl,
   type Echo,
   exec,
@@ -49,14 +50,6 @@ async function withSetup(
     await r?.stop();
     for (const u of ups) await u.close();
   }
-}
-
-/** A port that nothing listens on (bound, then closed). */
-function closedPort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 function assertProxyHeaders(echo: H2Echo): void {

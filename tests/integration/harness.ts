@@ -257,6 +257,14 @@ ${ports.map((p) => `  - { address: 127.0.0.1, ports: { ${portName}: ${p} } }`).j
 `;
 }
 
+/** A loopback port that nothing listens on (bound, then closed). */
+export function closedPort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
 /** A TCP server on loopback that hands each connection to `onConn`; `close` ends it and them. */
 export function startRawServer(
   onConn: (c: Deno.Conn) => Promise<void>,

@@ -10,6 +10,7 @@
 
 import assert from "node:assert/strict";
 import {
+  closedPort,
   curl,
   curlLines,
   type Echo,
@@ -42,12 +43,6 @@ async function withProxy(
 }
 
 /** A port that nothing listens on (bound, then released). */
-function closedPort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 /**
  * Like withProxy, with remora started on a config made for the upstream: a
