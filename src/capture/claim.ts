@@ -115,13 +115,7 @@ async function _answer(listener: Deno.UnixListener, holder: CaptureHolder): Prom
   const line = new TextEncoder().encode(JSON.stringify(holder) + "\n");
   try {
     for await (const conn of listener) {
-      conn.write(line).catch(() => {}).finally(() => {
-        try {
-          conn.close();
-        } catch {
-          // closed already
-        }
-      });
+      conn.write(line).catch(() => {}).finally(() => _close(conn));
     }
   } catch (e) {
     // The name stays held while the listener is open, answered or not.
