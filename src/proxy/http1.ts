@@ -55,6 +55,7 @@ import { budgetFor, type RetryBudget } from "./retry_budget.ts";
 import type { Cluster } from "../config/runtime.ts";
 import { setClientCertHeader } from "./xfcc.ts";
 import { grpcMessage, grpcStatusOf } from "./grpc_status.ts";
+import { formatGrpcTimeout, grpcRequestTimeoutMs } from "./grpc_timeout.ts";
 import type { RequestTrace } from "../telemetry/tracing.ts";
 import type { PeerInfo } from "../tls/mtls.ts";
 // Types only: h1_to_h2.ts (node:http2) is loaded when first needed (http2_lazy.ts).
@@ -411,10 +412,18 @@ class Exchange {
       ? route.hedge.delayMs
       : undefined;
 
-    const routeTimeout = route?.timeoutMs;
+    // A gRPC call's own deadline (grpc-timeout) is its timeout, within the route's.
+    const grpc = isGrpc(head.headers);
+    const routeTimeout = grpc
+      ? grpcRequestTimeoutMs(route?.timeoutMs, getHeader(head.headers, "grpc-timeout"))
+      : route?.timeoutMs;
     const deadline = routeTimeout !== undefined && routeTimeout > 0
       ? routeStart + routeTimeout
       : Infinity;
+    if (grpc && deadline !== Infinity) {
+      const expected = Math.min(routeTimeout!, retry?.perTryTimeoutMs ?? Infinity);
+      setHeader(headers, "grpc-timeout", formatGrpcTimeout(expected));
+    }
     // Resilience state of the cluster: all undefined (no work) without a policy or retries.
     const cluster = fwd.cluster;
     this.#cluster = cluster;

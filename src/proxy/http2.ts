@@ -19,6 +19,7 @@ import { log } from "../log.ts";
 import type { BufConn } from "../net/buf_conn.ts";
 import { type ConnInfo, destinationIpOf } from "./http1.ts";
 import { grpcMessage, grpcStatusOf } from "./grpc_status.ts";
+import { formatGrpcTimeout, grpcRequestTimeoutMs } from "./grpc_timeout.ts";
 import { addFields, fieldList } from "./h2_fields.ts";
 import { observe, type Observer } from "./observe.ts";
 import {
@@ -227,8 +228,16 @@ export class Http2Engine {
     const body = retry !== undefined && !headersOnly ? new KeptBody() : undefined;
     const canReplay = () => body === undefined || !body.started || (body.ended && !body.over);
     const maxAttempts = retry !== undefined ? 1 + retry.attempts : 1;
-    const timeoutMs = route?.timeoutMs;
+    // A gRPC call's own deadline (grpc-timeout) is its timeout, within the route's.
+    const timeoutMs = grpc
+      ? grpcRequestTimeoutMs(route?.timeoutMs, view.header("grpc-timeout"))
+      : route?.timeoutMs;
     const deadline = timeoutMs !== undefined && timeoutMs > 0 ? routeStart + timeoutMs : Infinity;
+    if (grpc && deadline !== Infinity) {
+      out["grpc-timeout"] = formatGrpcTimeout(
+        Math.min(timeoutMs!, retry?.perTryTimeoutMs ?? Infinity),
+      );
+    }
     let previous: Upstream | undefined;
     // Resilience (circuit_breaker.ts, retry_budget.ts, outlier.ts): no work without a policy.
     const breaker = breakerFor(d.cluster);

@@ -67,7 +67,7 @@ async function withGrpc(body: (r: Remora, server: ServerProcess) => Promise<void
   }
 }
 
-/** The value of the first istio_requests_total series whose labels include all of `labels`. */
+/** The value of istio_requests_total series whose labels include all of `labels`, summed. */
 function requestsTotal(text: string, labels: Record<string, string>): number {
   let sum = 0;
   for (const line of text.split("\n")) {
@@ -153,7 +153,7 @@ async function withGrpcMesh(
     call: (
       method: string,
       request: string,
-      opts?: { kase?: string; timeoutS?: number },
+      opts?: { kase?: string; timeoutS?: number; cancelAfterS?: number },
     ) => Promise<CallResult>,
   ) => Promise<void>,
 ): Promise<void> {
@@ -165,17 +165,30 @@ async function withGrpcMesh(
     await Deno.writeTextFile(`${dir}/mesh.yaml`, mesh(server.port));
     r = await startRemora(["--config", `${dir}/mesh.yaml`]);
     const code = `
-import grpc, sys, json
+import grpc, sys, json, time
 ch = grpc.insecure_channel("127.0.0.1:${r.outbound}", options=[("grpc.default_authority", "echo.grpc.internal:50051")])
 f = ch.unary_unary("/remora.test.Echo/" + sys.argv[1])
 try:
-    out = f(sys.argv[2].encode(), metadata=(("x-case", sys.argv[3]),), timeout=float(sys.argv[4]))
-    print(json.dumps({"code": "OK", "body": out.decode()}))
+    call = f.future(sys.argv[2].encode(), metadata=(("x-case", sys.argv[3]),), timeout=float(sys.argv[4]))
+    if sys.argv[5] != "-":
+        time.sleep(float(sys.argv[5]))
+        call.cancel()
+    print(json.dumps({"code": "OK", "body": call.result().decode()}))
+except grpc.FutureCancelledError:
+    print(json.dumps({"code": "CANCELLED"}))
 except grpc.RpcError as e:
     print(json.dumps({"code": e.code().name, "details": e.details()}))
 `;
     await fn(r, async (method, request, opts = {}) => {
-      const args = ["-c", code, method, request, opts.kase ?? "-", String(opts.timeoutS ?? 10)];
+      const args = [
+        "-c",
+        code,
+        method,
+        request,
+        opts.kase ?? "-",
+        String(opts.timeoutS ?? 10),
+        opts.cancelAfterS === undefined ? "-" : String(opts.cancelAfterS),
+      ];
       const out = await exec(PYTHON, args, { timeoutMs: 30_000 });
       assert.equal(out.code, 0, out.stderr);
       return JSON.parse(out.stdout) as CallResult;
@@ -248,7 +261,7 @@ spec:
   });
 });
 
-Deno.test("grpc: calls the client cancels (deadline) free their slot at once and are reported DR", async () => {
+Deno.test("grpc: calls the client cancels free their slot at once and are reported DR", async () => {
   const dr = `---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -258,12 +271,18 @@ spec:
   trafficPolicy: { connectionPool: { http: { http2MaxRequests: 3 } } }
 `;
   await withGrpcMesh((port) => echoMesh(port, dr), async (r, call) => {
+    // The client cancels each call (RST_STREAM CANCEL) while the server is still working.
     for (let i = 0; i < 3; i++) {
-      assert.equal((await call("Slow", "3000", { timeoutS: 0.3 })).code, "DEADLINE_EXCEEDED");
+      assert.equal((await call("Slow", "3000", { cancelAfterS: 0.3 })).code, "CANCELLED");
     }
-    // Right after three cancelled calls, the limit of 3 is free again.
-    assert.deepEqual(await call("Unary", "still here"), { code: "OK", body: "still here" });
+    // Right after three cancelled calls, the limit of 3 is free again: were one slot
+    // still held, three concurrent calls would meet the limit.
+    const calls = await Promise.all(
+      ["a", "b", "c"].map((m) => call("Slow", "1500", { kase: m })),
+    );
+    assert.deepEqual(calls, Array(3).fill({ code: "OK", body: "1500" }));
     const text = await scrape(r);
     assert.equal(requestsTotal(text, { response_code: "0", response_flags: "DR" }), 3, text);
+    assert.equal(requestsTotal(text, { response_flags: "UO" }), 0, text);
   });
 });

@@ -354,10 +354,27 @@ spec:
     assert.equal(slow.status, 504, slow.body);
     assert.match(slow.body, /upstream request timeout/);
     assert.ok(await eventually(() => up.cancelled === cancelled + 1), "the stream was cancelled");
+    // A gRPC call's own grpc-timeout is its timeout (none on this route): remora's answer at
+    // 200 ms is gRPC's UNAVAILABLE, and the upstream stream is cancelled.
+    const deadline = await curl([
+      ...proxy,
+      "-H",
+      "content-type: application/grpc",
+      "-H",
+      "grpc-timeout: 200m",
+      "--data-binary",
+      "x",
+      `${url}/hang`,
+    ]);
+    assert.equal(deadline.status, 200, deadline.body);
+    assert.match(deadline.headers, /\r\ngrpc-status: 14\r\n/);
+    assert.match(deadline.headers, /\r\ngrpc-message: upstream request timeout\r\n/);
+    assert.ok(await eventually(() => up.cancelled === cancelled + 2), "the stream was cancelled");
 
     // http2MaxRequests: 1 — a second request while one is in flight is refused with 503 UO.
+    const streams = up.streams;
     const busy = curl([...proxy, `${url}/delay/1500`]);
-    await new Promise((ok) => setTimeout(ok, 400));
+    assert.ok(await eventually(() => up.streams === streams + 1), "the first request is in flight");
     const refused = await curl([...proxy, `${url}/ok`]);
     assert.equal(refused.status, 503, refused.body);
     assert.match(refused.headers, /\r\nx-envoy-overloaded: true\r\n/);
@@ -368,7 +385,7 @@ spec:
     const gone = await exec("curl", ["-sS", ...proxy, "--max-time", "1", `${url}/hang`]);
     assert.equal(gone.code, 28, gone.stderr);
     assert.ok(
-      await eventually(() => up.cancelled === cancelled + 2, 5000),
+      await eventually(() => up.cancelled === cancelled + 3, 5000),
       `cancelled: ${up.cancelled - cancelled}`,
     );
     const text = await scrape(r);

@@ -22,6 +22,7 @@ import {
   type H2Echo,
   type H2Upstream,
   type Remora,
+  scrape,
   serviceEntryYaml,
   startGreeter,
   startH2Upstream,
@@ -544,4 +545,74 @@ Deno.test("h2c with a request body is retried on a connect failure, to an HTTP/1
     await h1app.close();
     await h2app.close();
   }
+});
+
+Deno.test("gRPC over h2c: the client's grpc-timeout is the call's timeout, within the route's, and the upstream is told it", async () => {
+  const config = (ups: H2Upstream[]) =>
+    `${serviceEntryYaml("greet", "grpc.svc.test", [ups[0]!.port], "GRPC")}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: greet }
+spec:
+  hosts: [grpc.svc.test]
+  http:
+  - match: [{ headers: { x-case: { exact: capped } } }]
+    timeout: 1s
+    route: [{ destination: { host: grpc.svc.test } }]
+  - route: [{ destination: { host: grpc.svc.test } }]
+`;
+  await withSetup({ appPort: false, config }, async (r) => {
+    const call = (path: string, ...headers: string[]) =>
+      curl([
+        ...H2,
+        "-H",
+        "Host: grpc.svc.test",
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        ...headers.flatMap((h) => ["-H", h]),
+        `http://127.0.0.1:${r.outbound}${path}`,
+      ]);
+    // No route timeout: the upstream (which ignores deadlines) is given up on at 200 ms,
+    // with a gRPC status as Envoy's timeout reply to a gRPC call.
+    const late = await call("/delay/3000", "grpc-timeout: 200m");
+    assert.equal(late.status, 200, late.headers);
+    assert.match(late.headers, /^grpc-status: 14\r$/m);
+    assert.match(late.headers, /^grpc-message: upstream request timeout\r$/m);
+    // The upstream sees the timeout it has: the client's, or the route's when that is shorter.
+    const told = async (...headers: string[]) => {
+      const res = await call("/echo", ...headers);
+      assert.equal(res.status, 200, res.body);
+      return (JSON.parse(res.body) as H2Echo).headers["grpc-timeout"];
+    };
+    assert.equal(await told("grpc-timeout: 250m"), "250m");
+    assert.equal(await told("grpc-timeout: 2S"), "2000m");
+    assert.equal(await told("grpc-timeout: 30S", "x-case: capped"), "1000m");
+    assert.equal(await told("grpc-timeout: 20m", "x-case: capped"), "20m");
+    assert.equal(await told("x-case: capped"), "1000m");
+    // Without one, or with one that is not a grpc-timeout, there is no timeout.
+    assert.equal(await told(), undefined);
+    assert.equal(await told("grpc-timeout: soon"), "soon");
+    const slow = await call("/delay/700", "grpc-timeout: soon");
+    assert.equal(slow.status, 200);
+    assert.match(slow.body, /delayed 700/);
+    // A request that is not gRPC keeps its route's timeout (none here): the header is only data.
+    const plain = await curl([
+      ...H2,
+      "-H",
+      "Host: grpc.svc.test",
+      "-H",
+      "grpc-timeout: 100m",
+      `http://127.0.0.1:${r.outbound}/delay/700`,
+    ]);
+    assert.equal(plain.status, 200, plain.headers);
+    assert.match(plain.body, /delayed 700/);
+    const text = await scrape(r);
+    assert.match(
+      text,
+      /istio_requests_total\{[^}]*grpc_response_status="14",response_flags="UT"[^}]*\} 1$/m,
+    );
+  });
 });
