@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
-import type { AddressInfo } from "node:net";
 import type { ResponseHead } from "../http/h1_head.ts";
 import { type H2Exchange, type H2Failure, type H2Request, openStream } from "./h1_to_h2.ts";
 import { H2Sessions } from "./h2_sessions.ts";
 import { ConnPool } from "./pool.ts";
+import { listenH2 } from "../../tests/integration/harness.ts";
 
 /**
  * An h2c server answering by path, with what it received of each request;
@@ -47,8 +47,9 @@ async function withServer(
         return;
     }
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as AddressInfo).port;
+  // h2.close() says GOAWAY to this server: it is kept from node:http2, as remora keeps it.
+  const listening = listenH2(server);
+  const port = listening.port;
   const h2 = new H2Sessions(new ConnPool({ connectTimeoutMs: 2000 }));
   try {
     await fn((req) =>
@@ -64,7 +65,7 @@ async function withServer(
   } finally {
     h2.close();
     for (const s of sessions) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await listening.close();
   }
 }
 

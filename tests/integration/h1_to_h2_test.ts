@@ -14,7 +14,6 @@
 
 import assert from "node:assert/strict";
 import http2 from "node:http2";
-import type { AddressInfo } from "node:net";
 import { initCa, issueCert, writeIssued } from "../../src/identity/ca.ts";
 import {
   closedPort,
@@ -25,6 +24,7 @@ import {
   exec,
   type H2Echo,
   type H2Upstream,
+  listenH2,
   parseMetrics,
   PYTHON,
   RawConn,
@@ -279,20 +279,19 @@ async function startFaultyH2(): Promise<
     }, ms);
     stream.on("close", () => clearTimeout(t));
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const listening = listenH2(server);
   return {
-    port: (server.address() as AddressInfo).port,
+    port: listening.port,
     get streams() {
       return state.streams;
     },
     get cancelled() {
       return state.cancelled;
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sessions) s.destroy();
-        server.close(() => resolve());
-      }),
+    close: async () => {
+      for (const s of sessions) s.destroy();
+      await listening.close();
+    },
   };
 }
 

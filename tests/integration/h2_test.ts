@@ -590,7 +590,7 @@ spec:
     assert.equal(await told("grpc-timeout: 250m"), "250m");
     assert.equal(await told("grpc-timeout: 2S"), "2000m");
     assert.equal(await told("grpc-timeout: 30S", "x-case: capped"), "1000m");
-    assert.equal(await told("grpc-timeout: 20m", "x-case: capped"), "20m");
+    assert.equal(await told("grpc-timeout: 700m", "x-case: capped"), "700m");
     assert.equal(await told("x-case: capped"), "1000m");
     // Without one, or with one that is not a grpc-timeout, there is no timeout.
     assert.equal(await told(), undefined);

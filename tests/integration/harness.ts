@@ -9,6 +9,9 @@
 import http from "node:http";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
+import { BufConn } from "../../src/net/buf_conn.ts";
+import { tcpByteConn } from "../../src/net/byte_conn.ts";
+import { h2Duplex } from "../../src/proxy/h2_sessions.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -400,10 +403,9 @@ export async function startH2Upstream(name: string): Promise<H2Upstream> {
       send(200, JSON.stringify(echo), "application/json");
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as AddressInfo).port;
+  const listening = listenH2(server);
   return {
-    port,
+    port: listening.port,
     name,
     get requests() {
       return state.requests;
@@ -411,11 +413,43 @@ export async function startH2Upstream(name: string): Promise<H2Upstream> {
     get sessions() {
       return state.sessions;
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sessions) s.destroy();
-        server.close(() => resolve());
-      }),
+    close: async () => {
+      for (const s of sessions) s.destroy();
+      await listening.close();
+    },
+  };
+}
+
+/**
+ * Serves `server` (node:http2) on an ephemeral loopback port, with the peer's
+ * GOAWAY frames kept from node:http2 as remora keeps them
+ * (src/http/h2_goaway_filter.ts): Deno's node:http2 can abort the process on a
+ * received GOAWAY, and remora says GOAWAY to the upstream sessions it retires.
+ */
+export function listenH2(server: http2.Http2Server): { port: number; close(): Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.TcpConn>();
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      conns.add(conn);
+      conn.setNoDelay(true);
+      const socket = h2Duplex(new BufConn(tcpByteConn(conn)), { clientPreface: true });
+      socket.on("error", () => {});
+      socket.on("close", () => conns.delete(conn));
+      server.emit("connection", socket);
+    }
+  })().catch(() => {});
+  return {
+    port: listener.addr.port,
+    close: async () => {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* already closed */ }
+      }
+      await accepting;
+    },
   };
 }
 

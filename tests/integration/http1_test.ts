@@ -14,6 +14,7 @@ import {
   curl,
   curlLines,
   type Echo,
+  eventually,
   peakRssKb,
   RawConn,
   rawRequest,
@@ -721,11 +722,11 @@ Deno.test("on SIGTERM: not ready, inbound requests in flight finish, and the app
     const rr = r;
     // A slow inbound request is in flight when the signal comes.
     const slow = curl([`http://127.0.0.1:${rr.inbound}/delay/1500`]);
-    await new Promise((ok) => setTimeout(ok, 300));
+    assert.ok(await eventually(() => app.requests === 1), "the slow request reached the app");
     Deno.kill(rr.pid, "SIGTERM");
-    await new Promise((ok) => setTimeout(ok, 300));
-    const ready = await curl([`http://127.0.0.1:${rr.health}/healthz/ready`]);
-    assert.equal(ready.status, 503, "draining: not ready");
+    const notReady = () =>
+      curl([`http://127.0.0.1:${rr.health}/healthz/ready`]).then((c) => c.status === 503);
+    assert.ok(await eventually(notReady), "draining: not ready");
     // The app, finishing its work, calls out through the sidecar: still served.
     const out = await curl([...proxy(rr), `http://127.0.0.1:${other.port}/during-drain`]);
     assert.equal(out.status, 200, out.body);
@@ -748,9 +749,12 @@ Deno.test("on SIGTERM with only outbound traffic: outbound keeps serving while t
     r = await startRemora(["--drain-time", "5s"]);
     const rr = r;
     const slow = curl([...proxy(rr), `http://127.0.0.1:${up.port}/delay/1500`]);
-    await new Promise((ok) => setTimeout(ok, 300));
+    assert.ok(await eventually(() => up.requests === 1), "the slow request reached the upstream");
     Deno.kill(rr.pid, "SIGTERM");
-    await new Promise((ok) => setTimeout(ok, 200));
+    assert.ok(
+      await eventually(() => /shutting down/.test(rr.stderr() + rr.stdout())),
+      "the signal was taken",
+    );
     // The app is still running and calls out: served, although nothing came in.
     const more = await curl([...proxy(rr), `http://127.0.0.1:${up.port}/more`]);
     assert.equal(more.status, 200, more.body);
