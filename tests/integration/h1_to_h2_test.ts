@@ -244,7 +244,7 @@ Deno.test("HTTP/1.1 gRPC call to a port named grpc-*: sent as HTTP/2, grpc-statu
  * never answers, /delay/MS answers after MS; anything else answers "ok".
  * Counts streams and the ones the client cancelled.
  */
-async function startFaultyH2(): Promise<
+function startFaultyH2(): Promise<
   { port: number; streams: number; cancelled: number; close(): Promise<void> }
 > {
   const state = { streams: 0, cancelled: 0 };
@@ -280,7 +280,7 @@ async function startFaultyH2(): Promise<
     stream.on("close", () => clearTimeout(t));
   });
   const listening = listenH2(server);
-  return {
+  return Promise.resolve({
     port: listening.port,
     get streams() {
       return state.streams;
@@ -292,7 +292,7 @@ async function startFaultyH2(): Promise<
       for (const s of sessions) s.destroy();
       await listening.close();
     },
-  };
+  });
 }
 
 Deno.test("HTTP/1.1 to a port declared HTTP2: retries, reset, timeouts, circuit breaking and a client that leaves", async () => {

@@ -347,7 +347,7 @@ export interface H2Upstream {
  * and then trailers x-checksum and x-trailer; anything else echoes the request
  * as JSON, including the number of request body bytes it received.
  */
-export async function startH2Upstream(name: string): Promise<H2Upstream> {
+export function startH2Upstream(name: string): Promise<H2Upstream> {
   const state = { requests: 0, sessions: 0 };
   const server = http2.createServer();
   const sessions = new Set<http2.ServerHttp2Session>();
@@ -404,7 +404,7 @@ export async function startH2Upstream(name: string): Promise<H2Upstream> {
     });
   });
   const listening = listenH2(server);
-  return {
+  return Promise.resolve({
     port: listening.port,
     name,
     get requests() {
@@ -417,7 +417,7 @@ export async function startH2Upstream(name: string): Promise<H2Upstream> {
       for (const s of sessions) s.destroy();
       await listening.close();
     },
-  };
+  });
 }
 
 /**
