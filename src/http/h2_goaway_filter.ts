@@ -10,10 +10,16 @@
  * `onGoaway` (and stops opening streams on that connection), and the peer's
  * closing of the TCP connection ends the session as usual. Everything else
  * passes through byte for byte, split wherever the chunks split.
+ *
+ * `onGoaway` gets the frame's last stream id: the peer processes no stream
+ * above it, so those can be refused here and retried elsewhere, as nghttp2
+ * refuses them for Envoy. A frame too short to hold one reports the largest id.
  */
 
 const GOAWAY = 0x7;
 const PREFACE_LENGTH = 24;
+/** Stream ids are 31 bits. */
+const MAX_STREAM_ID = 0x7fffffff;
 
 export class GoawayFilter {
   #preface: number;
@@ -22,9 +28,15 @@ export class GoawayFilter {
   /** Payload bytes of the current frame still to pass (>0) or skip (<0). */
   #payload = 0;
   #skipping = false;
+  /** The skipped GOAWAY's last stream id so far, and how many of its 4 bytes are read. */
+  #lastId = 0;
+  #lastIdFill = 4;
 
   /** `clientPreface`: the stream starts with the 24-byte client preface (server side). */
-  constructor(clientPreface: boolean, readonly onGoaway: () => void = () => {}) {
+  constructor(
+    clientPreface: boolean,
+    readonly onGoaway: (lastStreamId: number) => void = () => {},
+  ) {
     this.#preface = clientPreface ? PREFACE_LENGTH : 0;
   }
 
@@ -41,6 +53,18 @@ export class GoawayFilter {
     }
     while (i < n) {
       if (this.#payload > 0) {
+        if (this.#lastIdFill < 4) {
+          // A GOAWAY's payload starts with its last stream id.
+          this.#lastId = this.#lastId * 256 + chunk[i]!;
+          this.#payload--;
+          i++;
+          if (++this.#lastIdFill === 4) this.onGoaway(this.#lastId % 0x80000000);
+          else if (this.#payload === 0) {
+            this.#lastIdFill = 4;
+            this.onGoaway(MAX_STREAM_ID);
+          }
+          continue;
+        }
         const k = Math.min(this.#payload, n - i);
         if (!this.#skipping) out.push(chunk.subarray(i, i + k));
         this.#payload -= k;
@@ -58,8 +82,12 @@ export class GoawayFilter {
       const length = (h[0]! << 16) | (h[1]! << 8) | h[2]!;
       this.#skipping = h[3] === GOAWAY;
       this.#payload = length;
-      if (this.#skipping) this.onGoaway();
-      else out.push(h.slice());
+      if (!this.#skipping) out.push(h.slice());
+      else if (length === 0) this.onGoaway(MAX_STREAM_ID);
+      else {
+        this.#lastId = 0;
+        this.#lastIdFill = 0;
+      }
     }
     return out;
   }

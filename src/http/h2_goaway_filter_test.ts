@@ -34,3 +34,25 @@ Deno.test("without a client preface (client side), frames start at once", () => 
   assert.deepEqual(out.flatMap((p) => [...p]), SETTINGS);
   assert.equal(goaways, 1);
 });
+
+Deno.test("the GOAWAY's last stream id is reported (reserved bit cleared), at any split; a short frame reports the largest id", () => {
+  const goaway = (id: number[]) => frame(0x7, [...id, 0, 0, 0, 0]);
+  const input = new Uint8Array([
+    ...SETTINGS,
+    ...goaway([0x80, 0, 1, 3]),
+    ...DATA,
+    ...frame(0x7, [0, 0]),
+    ...frame(0x7, []),
+    ...goaway([0x7f, 0xff, 0xff, 0xff]),
+  ]);
+  for (let step = 1; step <= input.length; step++) {
+    const ids: number[] = [];
+    const f = new GoawayFilter(false, (id) => ids.push(id));
+    const out: number[] = [];
+    for (let i = 0; i < input.length; i += step) {
+      for (const piece of f.push(input.subarray(i, i + step))) out.push(...piece);
+    }
+    assert.deepEqual(out, [...SETTINGS, ...DATA], `chunks of ${step}`);
+    assert.deepEqual(ids, [259, 0x7fffffff, 0x7fffffff, 0x7fffffff], `chunks of ${step}`);
+  }
+});

@@ -28,7 +28,7 @@ import { BufConn } from "../net/buf_conn.ts";
 import { type ByteConn, DuplexQueue } from "../net/byte_conn.ts";
 import { addFields, fieldList } from "./h2_fields.ts";
 import { HOP_BY_HOP } from "./h2_to_h1.ts";
-import { type H2Sessions, isConnectError } from "./h2_sessions.ts";
+import { type H2Sessions, streamFailure } from "./h2_sessions.ts";
 import type { Failure } from "./policy.ts";
 import type { Upstream } from "./target.ts";
 
@@ -151,14 +151,7 @@ class StreamConn extends DuplexQueue implements ByteConn, H2Exchange {
     });
     s.on("error", (e: Error & { code?: string }) => {
       if (!headed) {
-        resolve({
-          failure: isConnectError(e)
-            ? "connect-failure"
-            : e.message.includes("REFUSED_STREAM")
-            ? "refused-stream"
-            : "reset",
-          detail: e.message,
-        });
+        resolve({ failure: streamFailure(e, s), detail: e.message });
       }
       this.error = e;
       this.wake();

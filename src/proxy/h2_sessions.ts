@@ -8,8 +8,10 @@
  *
  * The peer's GOAWAY frames are kept from node:http2 (`h2_goaway_filter.ts`):
  * a session whose upstream said GOAWAY takes no new streams, and closes when
- * its last stream ends. Nothing here retries, times out or translates:
- * callers do.
+ * its last stream ends. Its streams above the GOAWAY's last stream id, which
+ * the upstream will not process, are closed with REFUSED_STREAM, which callers
+ * may retry ("refused-stream"), as Envoy's are. Nothing here retries, times
+ * out or translates: callers do.
  */
 
 import http2 from "node:http2";
@@ -28,17 +30,24 @@ import type { Upstream } from "./target.ts";
  */
 export function h2Duplex(
   connecting: BufConn | Promise<BufConn>,
-  opts: { clientPreface: boolean; onGoaway?: () => void },
+  opts: { clientPreface: boolean; onGoaway?: (lastStreamId: number) => void },
 ): Duplex {
   const filter = new GoawayFilter(opts.clientPreface, opts.onGoaway);
   return duplexOf(connecting, (chunk) => filter.push(chunk));
 }
 
-const ACTIVE = Symbol("remora.activeStreams");
+const OPEN = Symbol("remora.openStreams");
+const REFUSED_STREAM = http2.constants.NGHTTP2_REFUSED_STREAM;
 const DRAINING = Symbol("remora.draining");
 
 /** Per upstream session: streams in flight, and whether the peer said GOAWAY. */
-type Tracked = http2.ClientHttp2Session & { [ACTIVE]?: number; [DRAINING]?: boolean };
+type Tracked = http2.ClientHttp2Session & {
+  [OPEN]?: Set<http2.ClientHttp2Stream>;
+  [DRAINING]?: boolean;
+};
+/** A stream's session, which node:http2 no longer shows once the stream has failed. */
+const SESSION = Symbol("remora.session");
+type Owned = http2.ClientHttp2Stream & { [SESSION]?: Tracked };
 
 export class H2Sessions {
   readonly #pool: ConnPool;
@@ -60,11 +69,13 @@ export class H2Sessions {
   ): http2.ClientHttp2Stream {
     const session = this.#session(up);
     const stream = session.request(headers, { endStream });
+    (stream as Owned)[SESSION] = session;
+    const open = session[OPEN] ??= new Set();
+    open.add(stream);
     // A session the upstream is draining closes once its last stream is done.
-    session[ACTIVE] = (session[ACTIVE] ?? 0) + 1;
     stream.on("close", () => {
-      session[ACTIVE] = (session[ACTIVE] ?? 1) - 1;
-      if (session[DRAINING] === true && session[ACTIVE] === 0 && !session.closed) session.close();
+      open.delete(stream);
+      if (session[DRAINING] === true && open.size === 0 && !session.closed) session.close();
     });
     return stream;
   }
@@ -90,12 +101,17 @@ export class H2Sessions {
       createConnection: () =>
         h2Duplex(this.#pool.dial(up, "istio-h2"), {
           clientPreface: false,
-          onGoaway: () => {
+          onGoaway: (lastStreamId) => {
             // The upstream takes no new streams here: new requests get a new session,
             // and this one closes when its last stream ends.
             drop();
             session[DRAINING] = true;
-            if ((session[ACTIVE] ?? 0) === 0) session.close();
+            const open = session[OPEN];
+            if (open === undefined || open.size === 0) return session.close();
+            // Streams it will not process (above its last stream id, or not sent yet).
+            for (const s of open) {
+              if (s.id === undefined || s.id > lastStreamId) s.close(REFUSED_STREAM);
+            }
           },
         }) as unknown as Socket,
     }) as Tracked;
@@ -108,6 +124,27 @@ export class H2Sessions {
 
 /** Whether a stream's error is its session's failure to connect (refused, unreachable, mTLS). */
 export function isConnectError(e: Error & { code?: string }): boolean {
+  // A stream reset (NGHTTP2_REFUSED_STREAM among them) is not about connecting.
+  if (e.code === "ERR_HTTP2_STREAM_ERROR") return false;
   return e instanceof ConnectError || e.code === "ECONNREFUSED" || e.code === "ENOTFOUND" ||
     e.code === "EHOSTUNREACH" || /connect|refused/i.test(e.message);
+}
+
+/**
+ * Why an upstream stream failed before its response, from its 'error': its
+ * connection did not open or ended, or the upstream reset the stream
+ * (RST_STREAM, or refused by GOAWAY) while the session lives on.
+ */
+export function streamFailure(
+  e: Error & { code?: string },
+  stream: http2.ClientHttp2Stream,
+): "connect-failure" | "reset" | "remote-reset" | "refused-stream" {
+  if (isConnectError(e)) return "connect-failure";
+  if (e.code !== "ERR_HTTP2_STREAM_ERROR") return "reset";
+  if (e.message.includes("REFUSED_STREAM")) return "refused-stream";
+  // A session the upstream is closing (it said GOAWAY) ends its streams with such errors too.
+  const session = (stream as Owned)[SESSION];
+  return session === undefined || session.destroyed || session[DRAINING] === true
+    ? "reset"
+    : "remote-reset";
 }

@@ -38,6 +38,7 @@ import {
   applyHeaderOps,
   backoffMs,
   type Failure,
+  failureFlag,
   newRequestId,
   retriesFailure,
   retriesStatus,
@@ -1036,12 +1037,14 @@ class Exchange {
           ? "no healthy upstream"
           : `upstream connect error or disconnect/reset before headers. reset reason: connection failure, detail: ${r.detail}`;
         break;
-      default:
-        if (!this.#flags.includes("UPE")) this.#flags.push("UC");
+      default: {
+        const { flag, reason } = failureFlag(r?.failure ?? "reset");
+        if (!this.#flags.includes("UPE")) this.#flags.push(flag);
         body =
-          `upstream connect error or disconnect/reset before headers. reset reason: connection termination, detail: ${
+          `upstream connect error or disconnect/reset before headers. reset reason: ${reason}, detail: ${
             r?.detail ?? "unknown"
           }`;
+      }
     }
     log.debug("upstream request failed", {
       status,

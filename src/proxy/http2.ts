@@ -25,6 +25,8 @@ import { observe, type Observer } from "./observe.ts";
 import {
   applyHeaderOps,
   backoffMs,
+  type Failure,
+  failureFlag,
   newRequestId,
   retriesFailure,
   retriesStatus,
@@ -39,7 +41,7 @@ import { type RequestView, splitAuthority } from "./route_match.ts";
 import type { Forward, HttpRouter, Upstream } from "./target.ts";
 import type { RequestTrace } from "../telemetry/tracing.ts";
 import { attemptHttp1, HOP_BY_HOP } from "./h2_to_h1.ts";
-import { h2Duplex, type H2Sessions, isConnectError } from "./h2_sessions.ts";
+import { h2Duplex, type H2Sessions, streamFailure } from "./h2_sessions.ts";
 
 export interface Http2Options extends Observer {
   router: HttpRouter;
@@ -313,10 +315,10 @@ export class Http2Engine {
         }
         // The route's timeout ends the request, retries or not (as Envoy's global timeout does).
         const expired = deadline !== Infinity && performance.now() >= deadline;
-        const failure = outcome.kind === "connect"
+        const failure: Failure = outcome.kind === "connect"
           ? "connect-failure"
-          : outcome.kind === "reset" && outcome.detail.includes("REFUSED_STREAM")
-          ? "refused-stream"
+          : outcome.kind === "reset"
+          ? outcome.failure ?? "reset"
           : outcome.kind;
         const held = outcome.kind === "reset" && outcome.held === true;
         if (!last && canReplay() && !expired && (held || retriesFailure(retry!, failure))) {
@@ -330,15 +332,14 @@ export class Http2Engine {
         }
         if (n > 1) flags.push("URX");
         const status = outcome.kind === "timeout" ? 504 : outcome.status ?? 503;
-        flags.push(outcome.kind === "timeout" ? "UT" : outcome.kind === "connect" ? "UF" : "UC");
+        const { flag, reason } = failureFlag(failure);
+        flags.push(flag);
         reply(
           d.labels,
           status,
           outcome.kind === "timeout"
             ? "upstream request timeout"
-            : `upstream connect error or disconnect/reset before headers. reset reason: ${
-              outcome.kind === "connect" ? "connection failure" : "connection termination"
-            }, detail: ${outcome.detail}`,
+            : `upstream connect error or disconnect/reset before headers. reset reason: ${reason}, detail: ${outcome.detail}`,
           up,
         );
         return;
@@ -407,6 +408,8 @@ export class Http2Engine {
         settle(
           responded
             ? { kind: "done", status: sentStatus, grpcStatus: "", flag: "UC" }
+            : ureq.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM
+            ? { kind: "reset", detail: "upstream refused the stream", failure: "refused-stream" }
             : { kind: "reset", detail: "upstream stream closed" },
         ));
       let trailers: http2.IncomingHttpHeaders | undefined;
@@ -417,7 +420,12 @@ export class Http2Engine {
           settle({ kind: "done", status: sentStatus, grpcStatus: "", flag: "UC" });
           return;
         }
-        settle({ kind: isConnectError(e) ? "connect" : "reset", detail: e.message });
+        const failure = streamFailure(e, ureq);
+        settle(
+          failure === "connect-failure"
+            ? { kind: "connect", detail: e.message }
+            : { kind: "reset", detail: e.message, failure },
+        );
       });
       ureq.on("response", (h, flags: number) => {
         const status = Number(h[":status"] ?? 502);
@@ -527,8 +535,17 @@ export type Outcome =
   | { kind: "done"; status: number; grpcStatus: string; flag?: string }
   | { kind: "timeout" }
   | { kind: "connect"; detail: string; status?: number }
-  /** `held`: a response dropped by `holdStatus`, to be retried by its status. */
-  | { kind: "reset"; detail: string; status?: number; held?: true };
+  /**
+   * `held`: a response dropped by `holdStatus`, to be retried by its status.
+   * `failure`: whether the upstream reset the stream (default "reset": the connection ended).
+   */
+  | {
+    kind: "reset";
+    detail: string;
+    status?: number;
+    held?: true;
+    failure?: "reset" | "remote-reset" | "refused-stream";
+  };
 
 /**
  * Sends remora's own answer. To a gRPC request it is a trailers-only gRPC

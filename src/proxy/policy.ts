@@ -9,8 +9,40 @@
 import type { HeaderOps, RetryPolicy } from "../config/runtime.ts";
 import type { HeaderList } from "../http/h1_head.ts";
 
-/** Why an attempt failed before a usable response. */
-export type Failure = "connect-failure" | "reset" | "refused-stream" | "timeout" | "overflow";
+/**
+ * Why an attempt failed before a usable response. "reset": the connection
+ * ended; "remote-reset" and "refused-stream": the upstream reset the stream
+ * (RST_STREAM), the latter as not processed, which is safe to retry.
+ */
+export type Failure =
+  | "connect-failure"
+  | "reset"
+  | "remote-reset"
+  | "refused-stream"
+  | "timeout"
+  | "overflow";
+
+/**
+ * The response flag and reset reason of a request that failed for `f`, as
+ * Envoy names them (UF connection failure, UC connection termination, UR
+ * remote reset or remote refused stream reset, UO overflow, UT timeout).
+ */
+export function failureFlag(f: Failure): { flag: string; reason: string } {
+  switch (f) {
+    case "connect-failure":
+      return { flag: "UF", reason: "connection failure" };
+    case "reset":
+      return { flag: "UC", reason: "connection termination" };
+    case "remote-reset":
+      return { flag: "UR", reason: "remote reset" };
+    case "refused-stream":
+      return { flag: "UR", reason: "remote refused stream reset" };
+    case "timeout":
+      return { flag: "UT", reason: "timeout" };
+    case "overflow":
+      return { flag: "UO", reason: "overflow" };
+  }
+}
 
 /**
  * Whether a response head calls for a retry: by its status, or by the
@@ -30,6 +62,7 @@ export function retriesFailure(p: RetryPolicy, f: Failure): boolean {
     case "connect-failure":
       return p.onConnectFailure || p.on5xx || p.onGatewayError || p.onReset;
     case "reset":
+    case "remote-reset":
       return p.onReset || p.on5xx;
     case "refused-stream":
       return p.onRefusedStream || p.onReset || p.on5xx;

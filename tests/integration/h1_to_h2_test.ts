@@ -240,14 +240,17 @@ Deno.test("HTTP/1.1 gRPC call to a port named grpc-*: sent as HTTP/2, grpc-statu
 
 /**
  * An h2c upstream for failure cases: /reset resets the stream before answering,
- * /goaway says GOAWAY without answering and closes the connection, /hang
- * never answers, /delay/MS answers after MS; anything else answers "ok".
- * Counts streams and the ones the client cancelled.
+ * /goaway says GOAWAY without answering and closes the connection (Deno's
+ * node:http2 names the last stream it received, whatever id is passed for 0),
+ * /refuse-once/KEY says GOAWAY refusing that stream the first time (and keeps
+ * the connection open), /hang never answers, /delay/MS answers after MS;
+ * anything else answers "ok". Counts streams and the ones the client cancelled.
  */
 function startFaultyH2(): Promise<
   { port: number; streams: number; cancelled: number; close(): Promise<void> }
 > {
   const state = { streams: 0, cancelled: 0 };
+  const refusedOnce = new Set<string>();
   const server = http2.createServer();
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (s) => {
@@ -265,9 +268,15 @@ function startFaultyH2(): Promise<
     stream.resume();
     if (path === "/reset") return stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
     if (path === "/goaway") {
-      // Refuses every stream (last stream id 0) and closes the connection.
+      // GOAWAY, then the connection closed with this stream unanswered.
       stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, 0);
       setTimeout(() => stream.session?.destroy(), 50);
+      return;
+    }
+    if (path.startsWith("/refuse-once/") && !refusedOnce.has(path)) {
+      refusedOnce.add(path);
+      // The last stream id it will process is the one before this stream's.
+      stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, Math.max(0, stream.id! - 2));
       return;
     }
     if (path.startsWith("/hang")) return;
@@ -337,11 +346,12 @@ spec:
     }
     assert.equal(up.streams, 12);
 
-    // A stream the upstream resets before its response: 503, as with a reset HTTP/1 connection.
+    // A stream the upstream resets before its response: 503 UR (Envoy's remote reset).
     const reset = await curl([...proxy, `${url}/reset`]);
     assert.equal(reset.status, 503, reset.body);
-    assert.match(reset.body, /reset reason: connection termination/);
-    // GOAWAY before the response: 503 too, and the next request gets a new session.
+    assert.match(reset.body, /reset reason: remote reset/);
+    // GOAWAY (naming this stream as processed) and the connection closed before the response:
+    // 503 UC, and the next request gets a new session.
     const goaway = await curl([...proxy, `${url}/goaway`]);
     assert.equal(goaway.status, 503, goaway.body);
     assert.match(goaway.body, /reset reason: connection termination/);
@@ -390,12 +400,65 @@ spec:
     const text = await scrape(r);
     assert.equal(requestsTotal(text, { response_code: "0", response_flags: "DC" }), 1, text);
     assert.equal(requestsTotal(text, { response_code: "503", response_flags: "UO" }), 1, text);
-    // The reset and the GOAWAY: UC (with URX when a dead endpoint was tried first).
-    const uc = parseMetrics(text).filter((m) =>
-      m.name === "istio_requests_total" && m.labels.response_code === "503" &&
-      /^(URX,)?UC$/.test(m.labels.response_flags ?? "")
+    // The reset is UR, the GOAWAY UC (with URX when a dead endpoint was tried first).
+    const failed = (flag: string) =>
+      parseMetrics(text).filter((m) =>
+        m.name === "istio_requests_total" && m.labels.response_code === "503" &&
+        m.labels.response_flags?.replace(/^URX,/, "") === flag
+      ).reduce((n, m) => n + m.value, 0);
+    assert.equal(failed("UR"), 1, text);
+    assert.equal(failed("UC"), 1, text);
+  } finally {
+    await r?.stop();
+    await up.close();
+  }
+});
+
+Deno.test("a stream the upstream refuses with GOAWAY is retried on a new session (Istio's default refused-stream), from HTTP/1.1 and h2c", async () => {
+  const up = await startFaultyH2();
+  let r: Remora | undefined;
+  try {
+    // No VirtualService for refuse.svc.test: Istio's default retries apply. no-retry.svc.test
+    // (the same upstream) turns them off.
+    const config = await writeConfig(
+      serviceEntry("refuse.svc.test", "{ number: 80, name: web, protocol: HTTP2 }", [
+        `{ address: 127.0.0.1, ports: { web: ${up.port} } }`,
+      ]) + "---\n" +
+        serviceEntry("no-retry.svc.test", "{ number: 80, name: web, protocol: HTTP2 }", [
+          `{ address: 127.0.0.1, ports: { web: ${up.port} } }`,
+        ]) + `---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: no-retry }
+spec:
+  hosts: [no-retry.svc.test]
+  http: [{ route: [{ destination: { host: no-retry.svc.test } }], retries: { attempts: 0 } }]
+`,
     );
-    assert.equal(uc.reduce((n, m) => n + m.value, 0), 2, text);
+    r = await startRemora(["--config", config]);
+    const proxy = ["-x", `http://127.0.0.1:${r.outbound}`];
+    // Warm sessions first, so that the refused stream is not its session's first.
+    assert.equal((await curl([...proxy, "http://refuse.svc.test/ok"])).status, 200);
+    const h1 = await curl([...proxy, "http://refuse.svc.test/refuse-once/h1"]);
+    assert.equal(h1.status, 200, h1.body);
+    assert.equal(h1.body, "ok\n");
+    const h2c = await curl([
+      "--http2-prior-knowledge",
+      "-H",
+      "Host: refuse.svc.test",
+      `http://127.0.0.1:${r.outbound}/refuse-once/h2c`,
+    ]);
+    assert.equal(h2c.status, 200, h2c.body);
+    // ok, the refused stream and its retry, twice.
+    assert.equal(up.streams, 5);
+    // Without retries the refusal is the answer: 503, at once rather than at a timeout.
+    const once = await curl([...proxy, "http://no-retry.svc.test/refuse-once/none"], {
+      timeoutS: 5,
+    });
+    assert.equal(once.status, 503, once.body);
+    assert.match(once.body, /reset reason: remote refused stream reset/);
+    const text = await scrape(r);
+    assert.equal(requestsTotal(text, { response_code: "200", response_flags: "-" }), 3, text);
   } finally {
     await r?.stop();
     await up.close();
