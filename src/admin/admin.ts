@@ -92,6 +92,7 @@ function describeSecurity(cfg: RuntimeConfig): Record<string, unknown> {
       deny: names(authz.deny),
       allow: names(authz.allow),
       audit: names(authz.audit),
+      dryRun: { deny: names(authz.dryRun.deny), allow: names(authz.dryRun.allow) },
     },
   };
 }

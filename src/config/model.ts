@@ -23,6 +23,8 @@ export interface Meta {
   labels: Record<string, string>;
   /** remora's own `remora.dev/*` annotations, parsed (see validate_remora.ts). */
   remora?: RemoraAnnotations;
+  /** An AuthorizationPolicy's `istio.io/dry-run: "true"`: evaluated and logged, not enforced. */
+  dryRun?: true;
 }
 
 /** remora extensions carried in annotations, so that specs stay Istio's. */

@@ -27,11 +27,15 @@ export type LoadResult =
   | { ok: true; config: RuntimeConfig }
   | { ok: false; errors: ConfigError[] };
 
-/** Validates and compiles YAML texts as one config set. */
+/**
+ * Validates and compiles YAML texts as one config set. `defaultNamespace`:
+ * the namespace of resources whose metadata names none (default "default").
+ */
 export function loadConfigTexts(
   texts: ReadonlyArray<{ file: string; text: string }>,
   source: string,
   workload?: Workload,
+  defaultNamespace?: string,
 ): LoadResult {
   const docs: InputDocument[] = [];
   const errors: ConfigError[] = [];
@@ -44,7 +48,7 @@ export function loadConfigTexts(
   }
   // With a syntax error some documents are missing: rules across documents
   // (subsets, duplicates) would report errors that are not there.
-  const result = validateDocuments(docs, { crossChecks: errors.length === 0 });
+  const result = validateDocuments(docs, { crossChecks: errors.length === 0, defaultNamespace });
   if (!result.ok) errors.push(...result.errors);
   if (!result.ok || errors.length > 0) {
     return {
@@ -58,7 +62,11 @@ export function loadConfigTexts(
   return { ok: true, config: compile(result.resources, meta) };
 }
 
-/** Reads, parses, validates and compiles `paths` as one config set. */
+/**
+ * Reads, parses, validates and compiles `paths` as one config set. The
+ * workload's own files: a resource without a namespace is in the workload's,
+ * as `kubectl apply` puts it in the current one.
+ */
 export async function loadConfigFiles(
   paths: readonly string[],
   workload?: Workload,
@@ -75,7 +83,7 @@ export async function loadConfigFiles(
       errors.push({ file, index: -1, path: "", message: `cannot read file: ${_reason(e)}` });
     }
   }
-  const result = loadConfigTexts(texts, paths.join(","), workload);
+  const result = loadConfigTexts(texts, paths.join(","), workload, workload?.namespace);
   if (errors.length === 0) return result;
   return {
     ok: false,

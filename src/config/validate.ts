@@ -57,7 +57,7 @@ export interface InputDocument {
 
 export interface ValidateOptions {
   /** Namespace of resources whose metadata has none (default "default"). */
-  defaultNamespace?: string;
+  defaultNamespace?: string | undefined;
   /** Check rules across documents (default true); off when some documents did not parse. */
   crossChecks?: boolean;
 }
@@ -221,10 +221,30 @@ function _metadata(ctx: Ctx, v: unknown): Meta | undefined {
   }
   const l = m.labels === undefined ? {} : labels(ctx, m.labels, "metadata.labels");
   const remora = remoraAnnotations(ctx, m.annotations, ctx.kind);
+  const dryRun = _dryRun(ctx, m.annotations);
   if (ctx.errors.length > before || name === undefined || l === undefined) return undefined;
-  return remora === undefined
-    ? { name, namespace: ctx.namespace, labels: l }
-    : { name, namespace: ctx.namespace, labels: l, remora };
+  const meta: Meta = { name, namespace: ctx.namespace, labels: l };
+  if (remora !== undefined) meta.remora = remora;
+  if (dryRun) meta.dryRun = true;
+  return meta;
+}
+
+const DRY_RUN = "istio.io/dry-run";
+
+/**
+ * An AuthorizationPolicy's `istio.io/dry-run` annotation ("true" or "false",
+ * any case, as Istio reads it). Other kinds ignore it, as Istio does.
+ */
+function _dryRun(ctx: Ctx, annotations: unknown): boolean {
+  if (ctx.kind !== "AuthorizationPolicy" || !isObj(annotations)) return false;
+  const v = annotations[DRY_RUN];
+  if (v === undefined) return false;
+  const path = `metadata.annotations["${DRY_RUN}"]`;
+  if (typeof v !== "string" || !/^(true|false)$/i.test(v)) {
+    ctx.err(path, `expected "true" or "false", got ${JSON.stringify(v)}`);
+    return false;
+  }
+  return v.toLowerCase() === "true";
 }
 
 /** Rules that need the whole set. Works on the documents that validated. */

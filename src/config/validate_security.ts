@@ -351,6 +351,12 @@ function _value(ctx: Ctx, x: unknown, path: string, kind: _ValueKind): string | 
     const c = parseCidr(s);
     return typeof c === "string" ? ctx.err(path, c) : s;
   }
+  if (kind === "path" && /\{\*\*?\}/.test(s)) {
+    return ctx.err(
+      path,
+      `path templates ({*}, {**}) are not supported; use an exact path, a "prefix*" or a "*suffix", got "${s}"`,
+    );
+  }
   const both = s.length > 1 && s.startsWith("*") && s.endsWith("*");
   if (s !== "*" && (both || s.slice(1, -1).includes("*"))) {
     return ctx.err(
@@ -365,7 +371,6 @@ function _value(ctx: Ctx, x: unknown, path: string, kind: _ValueKind): string | 
     );
   }
   if (kind === "path") {
-    if (/\{\*\*?\}/.test(s)) return ctx.err(path, `path templates are not supported, got "${s}"`);
     if (!s.startsWith("/") && !s.startsWith("*")) {
       return ctx.err(path, `expected a path starting with "/" or "*", got "${s}"`);
     }

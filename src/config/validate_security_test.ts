@@ -37,6 +37,14 @@ ${spec.trim().split("\n").map((l) => "  " + l).join("\n")}
 
 const BAD: Array<{ name: string; yaml: string; errors: Array<[path: string, message: string]> }> = [
   {
+    name: "istio.io/dry-run that is not true or false",
+    yaml: ap("{}").replace(
+      "metadata: {name: p, namespace: default}",
+      `metadata: {name: p, namespace: default, annotations: {"istio.io/dry-run": "yes"}}`,
+    ),
+    errors: [['metadata.annotations["istio.io/dry-run"]', 'expected "true" or "false", got "yes"']],
+  },
+  {
     name: "wrong apiVersion group",
     yaml: ap("{}", "networking.istio.io/v1"),
     errors: [["apiVersion", "expected security.istio.io/v1 or v1beta1"]],
@@ -114,7 +122,7 @@ const BAD: Array<{ name: string; yaml: string; errors: Array<[path: string, mess
       ["spec.rules[0].from[0].source.principals[1]", '"*" is allowed only alone'],
       ["spec.rules[0].from[0].source.namespaces[0]", '"*" is allowed only alone'],
       ["spec.rules[0].to[0].operation.hosts[0]", '"*" is allowed only alone'],
-      ["spec.rules[0].to[0].operation.paths[0]", '"*" is allowed only alone'],
+      ["spec.rules[0].to[0].operation.paths[0]", "path templates ({*}, {**}) are not supported"],
       ["spec.rules[0].to[0].operation.paths[1]", 'starting with "/"'],
     ],
   },

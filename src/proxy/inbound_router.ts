@@ -11,7 +11,7 @@
 
 import type { RuntimeConfig } from "../config/runtime.ts";
 import { log } from "../log.ts";
-import { authorize } from "../security/authz.ts";
+import { authorize, logShadowPolicies } from "../security/authz.ts";
 import { normalizePath } from "../security/normalize.ts";
 import { findVirtualHost, type RequestView } from "./route_match.ts";
 import {
@@ -64,9 +64,12 @@ export class InboundRouter implements HttpRouter {
         method: req.method,
         path: normalized.path,
         host: req.authority,
-        // Pseudo-headers as Envoy has them on both protocols, :path as normalized.
+        // Pseudo-headers as Envoy has them on both protocols, :path as normalized. `host` is
+        // the authority on both too (HTTP/2 has no Host field): Envoy keeps Host only as
+        // :authority, so its matcher on `host` never matches (istio/istio#23083); a DENY on it
+        // here means what it says, for every client.
         header: (name) =>
-          name.charCodeAt(0) !== 58 // ":"
+          name === "host" ? req.authority : name.charCodeAt(0) !== 58 // ":"
             ? req.header(name)
             : name === ":path"
             ? normalized.path
@@ -79,13 +82,7 @@ export class InboundRouter implements HttpRouter {
             : undefined,
       },
     });
-    if (decision.audit.length > 0) {
-      log.info("authorization audit", {
-        policies: decision.audit,
-        allowed: decision.allowed,
-        path: normalized.path,
-      });
-    }
+    logShadowPolicies(decision, { path: normalized.path });
     if (!decision.allowed) {
       log.debug("request denied", { reason: decision.reason, policy: decision.policy ?? "" });
       return localReply(403, "RBAC: access denied", "");

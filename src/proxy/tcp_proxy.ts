@@ -10,7 +10,7 @@
 
 import type { RuntimeConfig } from "../config/runtime.ts";
 import { log } from "../log.ts";
-import { authorize } from "../security/authz.ts";
+import { authorize, logShadowPolicies } from "../security/authz.ts";
 import type { BufConn } from "../net/buf_conn.ts";
 import type { ServerFirstMemory } from "./detect.ts";
 import { type ConnInfo, destinationIpOf } from "./http1.ts";
@@ -218,9 +218,7 @@ export class InboundTcpRouter implements TcpRouter {
       destinationIp: destinationIpOf(info),
       destinationPort: port,
     });
-    if (decision.audit.length > 0) {
-      log.info("authorization audit", { policies: decision.audit, allowed: decision.allowed });
-    }
+    logShadowPolicies(decision, { port });
     if (!decision.allowed) {
       return {
         refuse: `RBAC: access denied (${decision.reason})`,

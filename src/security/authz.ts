@@ -11,6 +11,9 @@
  *    must match, else the request is denied; with no ALLOW policy it is allowed.
  * A policy without rules matches nothing: an ALLOW one (an empty spec) then
  * denies everything; `rules: [{}]` matches everything.
+ * 4. Policies annotated `istio.io/dry-run: "true"` decide nothing: they are
+ *    evaluated beside, as Envoy's shadow rules, and the decision carries what
+ *    they would have decided (`dryRun`), for the log.
  *
  * A rule matches when its `from` (any element), `to` (any element) and
  * every `when` condition match; absent parts match anything. Inside a
@@ -42,6 +45,7 @@ import type {
   AuthzSource,
   Resource,
 } from "../config/model.ts";
+import { log } from "../log.ts";
 import { type Cidr, cidrContains, parseCidr, parseIpInto } from "./cidr.ts";
 import { type SecurityWorkload, selects } from "./peer_auth.ts";
 
@@ -72,12 +76,31 @@ export interface AuthzDecision {
   policy?: string;
   /** "namespace/name" of the AUDIT policies that matched. */
   audit: readonly string[];
+  /** With dry-run policies: what they would decide, each action on its own (see DryRunVerdict). */
+  dryRun?: readonly DryRunVerdict[];
+}
+
+/**
+ * A dry-run verdict, as Istio's shadow engines give them: the dry-run DENY
+ * policies deny when one of their rules matches; the dry-run ALLOW policies
+ * allow when one of theirs does, and deny otherwise.
+ */
+export interface DryRunVerdict {
+  action: "ALLOW" | "DENY";
+  allowed: boolean;
+  /** The deciding policy, when a rule matched. */
+  policy?: string;
 }
 
 export interface AuthzTable {
   readonly deny: readonly CompiledPolicy[];
   readonly allow: readonly CompiledPolicy[];
   readonly audit: readonly CompiledPolicy[];
+  /** Dry-run policies, by action: evaluated, never enforced. */
+  readonly dryRun: {
+    readonly deny: readonly CompiledPolicy[];
+    readonly allow: readonly CompiledPolicy[];
+  };
 }
 
 export interface CompiledPolicy {
@@ -149,21 +172,89 @@ export function compileAuthz(
   const deny: CompiledPolicy[] = [];
   const allow: CompiledPolicy[] = [];
   const audit: CompiledPolicy[] = [];
+  const dryRun = { deny: [] as CompiledPolicy[], allow: [] as CompiledPolicy[] };
   for (const r of resources) {
     if (r.kind !== "AuthorizationPolicy") continue;
     const ns = r.metadata.namespace;
     if (ns !== workload.namespace && ns !== rootNamespace) continue;
     if (!selects(r.spec.selector?.matchLabels, workload.labels)) continue;
     const p = _compilePolicy(r);
-    (r.spec.action === "DENY" ? deny : r.spec.action === "AUDIT" ? audit : allow).push(p);
+    const action = r.spec.action;
+    if (action === "AUDIT") audit.push(p);
+    else if (r.metadata.dryRun === true) (action === "DENY" ? dryRun.deny : dryRun.allow).push(p);
+    else (action === "DENY" ? deny : allow).push(p);
   }
-  return { deny, allow, audit };
+  return { deny, allow, audit, dryRun };
 }
 
 /** Decides one request or TCP connection against the compiled policies. */
 export function authorize(t: { readonly authz: AuthzTable }, r: AuthzRequest): AuthzDecision {
   const a = t.authz;
   _begin();
+  const d = _enforced(a, r);
+  if (a.dryRun.deny.length === 0 && a.dryRun.allow.length === 0) return d;
+  return { ...d, dryRun: _dryRunVerdicts(a.dryRun, r) };
+}
+
+/**
+ * Logs what AUDIT and dry-run policies made of a decision (nothing when none
+ * applies), with `fields` naming the request or connection.
+ */
+export function logShadowPolicies(d: AuthzDecision, fields: Record<string, unknown>): void {
+  if (d.audit.length > 0) {
+    log.info("authorization audit", { policies: d.audit, allowed: d.allowed, ...fields });
+  }
+  for (const v of d.dryRun ?? []) {
+    log.info("authorization dry-run", {
+      action: v.action,
+      result: v.allowed ? "allowed" : "denied",
+      policy: v.policy ?? "",
+      enforced: d.allowed ? "allowed" : "denied",
+      ...fields,
+    });
+  }
+}
+
+function _dryRunVerdicts(t: AuthzTable["dryRun"], r: AuthzRequest): DryRunVerdict[] {
+  const out: DryRunVerdict[] = [];
+  if (t.deny.length > 0) {
+    const policy = _firstMatch(t.deny, r, false);
+    out.push(
+      policy === undefined ? { action: "DENY", allowed: true } : {
+        action: "DENY",
+        allowed: false,
+        policy,
+      },
+    );
+  }
+  if (t.allow.length > 0) {
+    const policy = _firstMatch(t.allow, r, true);
+    out.push(
+      policy === undefined ? { action: "ALLOW", allowed: false } : {
+        action: "ALLOW",
+        allowed: true,
+        policy,
+      },
+    );
+  }
+  return out;
+}
+
+/** The name of the first of `policies` with a rule matching `r`. */
+function _firstMatch(
+  policies: readonly CompiledPolicy[],
+  r: AuthzRequest,
+  allow: boolean,
+): string | undefined {
+  for (const p of policies) {
+    for (const rule of p.rules) {
+      if (_ruleMatches(rule, r, allow)) return p.name;
+    }
+  }
+  return undefined;
+}
+
+function _enforced(a: AuthzTable, r: AuthzRequest): AuthzDecision {
   let audit = _NO_AUDIT;
   for (const p of a.audit) {
     for (const rule of p.rules) {

@@ -468,6 +468,47 @@ Deno.test("authorize: decision names the policy and rule, AUDIT names are listed
   assert.equal(ok.reason, "allowed by ALLOW policy default/get-only rule 0");
 });
 
+Deno.test("authorize: istio.io/dry-run policies decide nothing and report what they would decide", () => {
+  const dry = (name: string, spec: string) =>
+    policy(name, spec).replace(
+      `metadata: {name: ${name}, namespace: default}`,
+      `metadata: {name: ${name}, namespace: default, annotations: {"istio.io/dry-run": "True"}}`,
+    );
+  const t = tables(
+    dry("try-no-admin", `action: DENY\nrules:\n- to: [{operation: {paths: ["/admin*"]}}]`) +
+      dry("try-public-only", `action: ALLOW\nrules:\n- to: [{operation: {paths: ["/public*"]}}]`) +
+      deny(`to: [{operation: {paths: ["/secret"]}}]`, "no-secret"),
+  );
+  // Enforced: only no-secret. The dry-run ALLOW does not turn on deny-by-default.
+  assert.deepEqual(authorize(t, req({ path: "/admin/x" })), {
+    allowed: true,
+    reason: "no ALLOW policy applies",
+    audit: [],
+    dryRun: [
+      { action: "DENY", allowed: false, policy: "default/try-no-admin" },
+      { action: "ALLOW", allowed: false },
+    ],
+  });
+  assert.deepEqual(authorize(t, req({ path: "/public/a" })).dryRun, [
+    { action: "DENY", allowed: true },
+    { action: "ALLOW", allowed: true, policy: "default/try-public-only" },
+  ]);
+  const secret = authorize(t, req({ path: "/secret" }));
+  assert.equal(secret.allowed, false);
+  assert.equal(secret.policy, "default/no-secret");
+  assert.equal(secret.dryRun?.length, 2);
+  // "false" is an ordinary, enforced policy; without dry-run policies there is no verdict.
+  const enforced = tables(
+    policy("p", `action: DENY\nrules:\n- {}`).replace(
+      "metadata: {name: p, namespace: default}",
+      `metadata: {name: p, namespace: default, annotations: {"istio.io/dry-run": "false"}}`,
+    ),
+  );
+  const d = authorize(enforced, req(HTTP));
+  assert.equal(d.allowed, false);
+  assert.equal(d.dryRun, undefined);
+});
+
 Deno.test("authorize: no audit policies → shared decisions, no allocation per request", () => {
   const t = tables(allow(`to: [{operation: {methods: [GET]}}]`));
   const a = authorize(t, req({ method: "GET" }));

@@ -11,6 +11,7 @@ import { type Ca, initCa, issueCert, writeIssued } from "../../src/identity/ca.t
 import {
   curl,
   type Echo,
+  eventually,
   type Remora,
   startRemora,
   startUpstream,
@@ -509,7 +510,7 @@ spec: { mtls: { mode: STRICT } }
   }
 });
 
-Deno.test("authz: pseudo-headers, repeated headers and destination.ip mean the same on HTTP/1 and HTTP/2", async () => {
+Deno.test("authz: pseudo-headers, host, repeated headers and destination.ip mean the same on HTTP/1 and HTTP/2", async () => {
   const dir = await Deno.makeTempDir({ prefix: "remora-authz-h-" });
   const app = await startUpstream("app");
   let r: Remora | undefined;
@@ -533,7 +534,8 @@ spec:
         deny(
           "dst",
           `{ to: [{ operation: { paths: [/dst] } }], when: [{ key: destination.ip, values: [127.0.0.1/32] }] }`,
-        ),
+        ) +
+        deny("host", `{ when: [{ key: "request.headers[host]", values: ["evil*"] }] }`),
     );
     r = await startRemora(["--config", `${dir}/mesh.yaml`, "--app-port", String(app.port)]);
     const base = `http://127.0.0.1:${r.inbound}`;
@@ -553,10 +555,53 @@ spec:
       assert.equal(await status([...proto, ...twice, `${base}/tenant`]), 403, `${tag} tenant`);
       // (Allowed h2c requests reach an HTTP/1-only app and fail there: not a 403 is what counts.)
       assert.notEqual(await status([...proto, "-H", "x-tenant: acme", `${base}/tenant`]), 403, tag);
+      // host is the authority on both: HTTP/2 has no Host field, and the rule still holds.
+      assert.equal(await status([...proto, "-H", "Host: evil.test", `${base}/x`]), 403, tag);
       // destination.ip is the address the client connected to.
       assert.equal(await status([...proto, `${base}/dst`]), 403, `${tag} destination.ip`);
       assert.notEqual(await status([...proto, `${base}/fine`]), 403, `${tag} /fine`);
     }
+  } finally {
+    await r?.stop();
+    await app.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("authz: istio.io/dry-run policies are logged with what they would decide, never enforced", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-authz-dry-" });
+  const app = await startUpstream("app");
+  let r: Remora | undefined;
+  const dry = (name: string, action: string, paths: string) =>
+    `---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: ${name}, annotations: { istio.io/dry-run: "true" } }
+spec:
+  action: ${action}
+  rules: [{ to: [{ operation: { paths: [${paths}] } }] }]
+`;
+  try {
+    await Deno.writeTextFile(
+      `${dir}/mesh.yaml`,
+      dry("try-no-admin", "DENY", `"/admin*"`) + dry("try-public-only", "ALLOW", `"/public*"`),
+    );
+    r = await startRemora(["--config", `${dir}/mesh.yaml`, "--app-port", String(app.port)]);
+    const base = `http://127.0.0.1:${r.inbound}`;
+    for (const path of ["/admin/x", "/public/y", "/other"]) {
+      assert.equal((await curl([`${base}${path}`])).status, 200, path);
+    }
+    assert.equal(app.requests, 3, "every request reached the app");
+    const lines = () =>
+      (r!.stdout() + r!.stderr()).split("\n").filter((l) => l.includes("authorization dry-run"));
+    assert.ok(await eventually(() => lines().length === 6), lines().join("\n"));
+    const said = (path: string, action: string) =>
+      lines().find((l) => l.includes(path) && l.includes(action)) ?? "";
+    assert.match(said("/admin/x", "DENY"), /result=denied.*policy=default\/try-no-admin/);
+    assert.match(said("/admin/x", "ALLOW"), /result=denied/);
+    assert.match(said("/public/y", "ALLOW"), /result=allowed.*policy=default\/try-public-only/);
+    assert.match(said("/other", "DENY"), /result=allowed/);
+    for (const l of lines()) assert.match(l, /enforced=allowed/);
   } finally {
     await r?.stop();
     await app.close();
@@ -596,6 +641,21 @@ spec:
   selector: { matchLabels: { app: other } }
   action: ALLOW
   rules: [{}]
+---
+# No namespace: the workload's, as kubectl apply -n shop would put it.
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: no-debug }
+spec:
+  action: DENY
+  rules: [{ to: [{ operation: { paths: ["/debug*"] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: try-public-only, annotations: { istio.io/dry-run: "true" } }
+spec:
+  action: ALLOW
+  rules: [{ to: [{ operation: { paths: ["/public*"] } }] }]
 `,
     );
     r = await startRemora([
@@ -613,9 +673,10 @@ spec:
       policies: { mesh: null, namespace: "shop/ns-wide", workload: "shop/metrics-port" },
     });
     assert.deepEqual(dump.security.authorizationPolicies, {
-      deny: ["shop/no-admin"],
+      deny: ["shop/no-admin", "shop/no-debug"],
       allow: [],
       audit: [],
+      dryRun: { deny: [], allow: ["shop/try-public-only"] },
     });
     assert.deepEqual(dump.security.workload, { namespace: "shop", labels: { app: "cart" } });
   } finally {
