@@ -68,7 +68,7 @@ export class ControlChannel {
           this.#refused = `the control server's certificate was refused: ${problem}`;
           return new Error(this.#refused);
         }
-        const presented = spiffeIdOf((cert as { subjectaltname?: string }).subjectaltname);
+        const presented = spiffeIdOf(cert as Parameters<typeof spiffeIdOf>[0]);
         const ok = opts.expectedId === undefined
           ? presented?.endsWith(CONTROL_SA_PATH) === true
           : presented === opts.expectedId;

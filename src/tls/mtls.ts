@@ -21,7 +21,7 @@ import tls from "node:tls";
 import { BufConn } from "../net/buf_conn.ts";
 import { tcpByteConn, tlsByteConn } from "../net/byte_conn.ts";
 import { setNoDelay } from "../net/ffi.ts";
-import { x509 } from "../identity/x509.ts";
+import { uriSans, x509 } from "../identity/x509.ts";
 import { duplexOf } from "../net/duplex.ts";
 
 /** The certificate material of this workload. */
@@ -74,7 +74,6 @@ function parseRoots(pem: string): X509Certificate[] {
 
 interface PeerCertificate {
   raw?: Uint8Array;
-  subjectaltname?: string;
   issuerCertificate?: PeerCertificate;
 }
 
@@ -108,11 +107,18 @@ export function peerProblem(
 ): string | undefined {
   const problem = chainProblem(peer, roots);
   if (problem !== undefined) return problem;
-  const ids =
-    (peer!.subjectaltname ?? "").split(",").filter((p) => p.trim().startsWith("URI:spiffe://"))
-      .length;
-  if (ids > 1) return `certificate has ${ids} SPIFFE IDs; an X.509-SVID has exactly one`;
-  return purposeProblem(peer!.raw!, purpose);
+  const leaf = leafOf(peer!.raw!);
+  if (leaf.error !== undefined) return `certificate cannot be read: ${leaf.error}`;
+  if (leaf.ids.length > 1) {
+    return `certificate has ${leaf.ids.length} SPIFFE IDs; an X.509-SVID has exactly one`;
+  }
+  const usages = leaf.usages;
+  if (usages !== undefined && !usages.includes(EKU_OID[purpose]) && !usages.includes(ANY_EKU)) {
+    return `certificate is not for TLS ${
+      purpose === "clientAuth" ? "clients" : "servers"
+    } (its extendedKeyUsage lacks ${purpose})`;
+  }
+  return undefined;
 }
 
 export type Purpose = "clientAuth" | "serverAuth";
@@ -123,33 +129,44 @@ const EKU_OID: Record<Purpose, string> = {
 };
 const ANY_EKU = "2.5.29.37.0";
 
-/** Checked leaves (by DER hash and purpose): a certificate is parsed once, not per connection. */
-const purposeChecked = new Map<string, string | undefined>();
+/** What the mesh reads from a peer's leaf certificate. */
+interface Leaf {
+  /** Its URI SANs that are SPIFFE IDs, each whole. */
+  ids: string[];
+  /** Its extendedKeyUsage OIDs; undefined: no such extension (any use). */
+  usages: string[] | undefined;
+  /** Why it could not be read. */
+  error?: string;
+}
+
+/** Leaves read so far, by DER hash: a certificate is parsed once, not per connection. */
+const leaves = new Map<string, Leaf>();
 
 /**
- * Whether the leaf's extendedKeyUsage allows `purpose` (absent: any use).
- * Deno's node:crypto shows no extendedKeyUsage, so the X.509 library reads it.
+ * A leaf's SPIFFE IDs and extendedKeyUsage, read from its DER with the X.509
+ * library. Not from node:tls's `subjectaltname` text: Deno's does not quote a
+ * URI with a comma in it, so "URI:https://x/a,URI:spiffe://td/ns/n/sa/admin"
+ * (one URI) would read as two names, the second an identity the certificate
+ * does not hold.
  */
-function purposeProblem(raw: Uint8Array, purpose: Purpose): string | undefined {
-  const key = createHash("sha256").update(raw).digest("hex") + purpose;
-  if (purposeChecked.has(key)) return purposeChecked.get(key);
-  let problem: string | undefined;
+function leafOf(raw: Uint8Array): Leaf {
+  const key = createHash("sha256").update(raw).digest("hex");
+  const known = leaves.get(key);
+  if (known !== undefined) return known;
+  let leaf: Leaf;
   try {
-    const eku = new x509.X509Certificate(new Uint8Array(raw)).getExtension(
-      x509.ExtendedKeyUsageExtension,
-    );
-    const usages = eku === null ? undefined : eku.usages.map(String);
-    if (usages !== undefined && !usages.includes(EKU_OID[purpose]) && !usages.includes(ANY_EKU)) {
-      problem = `certificate is not for TLS ${
-        purpose === "clientAuth" ? "clients" : "servers"
-      } (its extendedKeyUsage lacks ${purpose})`;
-    }
+    const cert = new x509.X509Certificate(new Uint8Array(raw));
+    const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
+    leaf = {
+      ids: uriSans(cert).filter((u) => u.startsWith("spiffe://")),
+      usages: eku === null ? undefined : eku.usages.map(String),
+    };
   } catch (e) {
-    problem = `certificate cannot be read: ${(e as Error).message}`;
+    leaf = { ids: [], usages: undefined, error: (e as Error).message };
   }
-  if (purposeChecked.size >= 1024) purposeChecked.clear();
-  purposeChecked.set(key, problem);
-  return problem;
+  if (leaves.size >= 1024) leaves.clear();
+  leaves.set(key, leaf);
+  return leaf;
 }
 
 function chainProblemOf(
@@ -204,14 +221,10 @@ export interface PeerInfo {
   alpn: string;
 }
 
-/** The SPIFFE ID in a certificate's subjectaltname string ("URI:spiffe://..., DNS:..."). */
-export function spiffeIdOf(subjectAltName: string | undefined): string | undefined {
-  if (subjectAltName === undefined) return undefined;
-  for (const part of subjectAltName.split(",")) {
-    const p = part.trim();
-    if (p.startsWith("URI:spiffe://")) return p.slice(4);
-  }
-  return undefined;
+/** The SPIFFE ID (a whole URI SAN) of a peer's certificate, if it has one. */
+export function spiffeIdOf(peer: PeerCertificate | null | undefined): string | undefined {
+  if (peer?.raw === undefined || peer.raw.length === 0) return undefined;
+  return leafOf(peer.raw).ids[0];
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -271,7 +284,7 @@ export async function terminate(
     throw new MtlsError(`Client certificate refused: ${problem}`);
   }
   const verified = problem === undefined;
-  const principal = verified ? spiffeIdOf(cert?.subjectaltname) : undefined;
+  const principal = verified ? spiffeIdOf(cert) : undefined;
   const certHash = verified && cert?.raw !== undefined
     ? createHash("sha256").update(cert.raw).digest("hex")
     : undefined;
@@ -308,7 +321,7 @@ function serverProblem(
   if (problem !== undefined) {
     return { message: `Server certificate refused: ${problem}`, mismatch: false };
   }
-  const presented = spiffeIdOf(cert?.subjectaltname);
+  const presented = spiffeIdOf(cert);
   const domain = identity.material.trustDomain;
   const ok = target.expectedId === undefined
     ? presented?.startsWith(`spiffe://${domain}/`) === true

@@ -15,7 +15,14 @@ import { EC_P256, generateKeyPair, privateKeyPem, x509 } from "../identity/x509.
 import { BufConn } from "../net/buf_conn.ts";
 import { StreamByteConn, tcpByteConn } from "../net/byte_conn.ts";
 import { X509Certificate } from "node:crypto";
-import { chainProblem, MeshIdentity, originate, peerProblem, terminate } from "./mtls.ts";
+import {
+  chainProblem,
+  MeshIdentity,
+  originate,
+  peerProblem,
+  spiffeIdOf,
+  terminate,
+} from "./mtls.ts";
 
 const TD = "cluster.local";
 
@@ -282,17 +289,28 @@ Deno.test("chainProblem: an intermediate must be a CA; a workload's key cannot i
     await sh(
       `${key("two")} && ${sign("two", "root", `${san},URI:spiffe://cluster.local/ns/x/sa/y`)}`,
     );
-    const leaf = (name: string) =>
-      ({
-        raw: der(name),
-        subjectaltname: new X509Certificate(der(name)).subjectAltName,
-      }) as unknown as tls.PeerCertificate;
+    // One URI SAN with a comma in it: node:tls's subjectaltname text would show two names.
+    await sh(
+      `${key("comma")} && ${
+        sign(
+          "comma",
+          "root",
+          "subjectAltName=@alt\\n[alt]\\nURI.1=https://example.com/x,URI:spiffe://cluster.local/ns/default/sa/admin",
+        )
+      }`,
+    );
+    const leaf = (name: string) => ({ raw: der(name) }) as unknown as tls.PeerCertificate;
     assert.equal(peerProblem(leaf("s"), roots, "serverAuth"), undefined);
     assert.match(peerProblem(leaf("s"), roots, "clientAuth") ?? "", /not for TLS clients/);
     assert.equal(peerProblem(leaf("c"), roots, "clientAuth"), undefined);
     assert.match(peerProblem(leaf("c"), roots, "serverAuth") ?? "", /not for TLS servers/);
     assert.equal(peerProblem(leaf("w"), roots, "clientAuth"), undefined, "no EKU: any use");
     assert.match(peerProblem(leaf("two"), roots, "clientAuth") ?? "", /2 SPIFFE IDs/);
+    // The identity is a whole URI SAN: the comma one holds none.
+    assert.equal(spiffeIdOf(leaf("s")), "spiffe://cluster.local/ns/default/sa/s");
+    assert.ok(new X509Certificate(der("comma")).subjectAltName?.includes(",URI:spiffe://"));
+    assert.equal(peerProblem(leaf("comma"), roots, "clientAuth"), undefined);
+    assert.equal(spiffeIdOf(leaf("comma")), undefined);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
