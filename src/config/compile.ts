@@ -75,6 +75,10 @@ import { boundToMesh, compileRegex, isIPv6, LINEAR_REGEX } from "./validate_fiel
 import { log } from "../log.ts";
 import { peerMeta } from "../telemetry/metrics.ts";
 import { compileSecurity, DEFAULT_ROOT_NAMESPACE, inScope } from "../security/compile_security.ts";
+import { compilePeerAuth, peerAuthMode } from "../security/peer_auth.ts";
+
+/** The endpoint label by which Istio marks a workload's mTLS ("istio") or its absence. */
+const TLS_MODE_LABEL = "security.istio.io/tlsMode";
 
 export interface CompileMeta {
   /** Where the config came from: file paths, "embedded default", ... */
@@ -109,6 +113,8 @@ interface _Svc {
 
 class _Compiler {
   #resources: readonly Resource[];
+  /** The PeerAuthentications, found on first use (see #autoMtls). */
+  #peerAuths: readonly Resource[] | undefined;
   #meta: CompileMeta;
   #labels: Readonly<Record<string, string>>;
   /** ServiceEntry ports by host, in declaration order. */
@@ -411,6 +417,26 @@ class _Compiler {
     return svcs[0]!.port.number;
   }
 
+  /**
+   * Whether Istio's auto mTLS speaks mTLS to an endpoint (see Endpoint.mtls):
+   * the endpoint's workload is found by its namespace and labels, as Istio's
+   * endpoint builder finds the PeerAuthentication that applies to it.
+   */
+  #autoMtls(
+    labels: Readonly<Record<string, string>>,
+    serviceAccount: string | undefined,
+    namespace: string,
+    port: number,
+  ): boolean {
+    const label = labels[TLS_MODE_LABEL];
+    if (label !== undefined ? label !== "istio" : serviceAccount === undefined) return false;
+    this.#peerAuths ??= this.#resources.filter((r) => r.kind === "PeerAuthentication");
+    if (this.#peerAuths.length === 0) return true;
+    const rootNamespace = this.#meta.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+    const table = compilePeerAuth(this.#peerAuths, { namespace, labels }, rootNamespace);
+    return peerAuthMode({ peer: table }, port) !== "DISABLE";
+  }
+
   #cluster(host: string, port: number, subset: string): Cluster {
     const name = `outbound|${port}|${subset}|${host}`;
     const known = this.#clusters.get(name);
@@ -436,6 +462,7 @@ class _Compiler {
             weight: 1,
             labels: {},
             serviceAccount: undefined,
+            mtls: false,
             workload: host,
             namespace: ns,
             meta: peerMeta({}, host),
@@ -450,6 +477,7 @@ class _Compiler {
             weight: e.weight !== undefined && e.weight > 0 ? e.weight : 1,
             labels: Object.freeze({ ...e.labels }),
             serviceAccount: e.serviceAccount,
+            mtls: this.#autoMtls(e.labels, e.serviceAccount, ns, _endpointPort(e.ports, svc.port)),
             workload: e.labels.app ?? e.address,
             namespace: ns,
             meta: peerMeta(e.labels, e.labels.app ?? e.address),

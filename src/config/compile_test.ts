@@ -629,3 +629,55 @@ spec:
     if (applies) assert.equal(tracing?.providers, undefined);
   }
 });
+
+Deno.test("compile: auto mTLS per endpoint: the tlsMode label first, then serviceAccount; never to a workload whose PeerAuthentication is DISABLE", () => {
+  const c = build(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: shop, namespace: shop}
+spec:
+  hosts: [shop.example]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 10.0.0.1, serviceAccount: a}
+  - {address: 10.0.0.2}
+  - {address: 10.0.0.3, serviceAccount: a, labels: {security.istio.io/tlsMode: disabled}}
+  - {address: 10.0.0.4, labels: {security.istio.io/tlsMode: istio}}
+  - {address: 10.0.0.5, serviceAccount: a, labels: {app: legacy}}
+  - {address: 10.0.0.6, serviceAccount: a, labels: {app: metrics}, ports: {http: 9090}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: legacy, namespace: shop}
+spec:
+  selector: {matchLabels: {app: legacy}}
+  mtls: {mode: DISABLE}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: metrics, namespace: shop}
+spec:
+  selector: {matchLabels: {app: metrics}}
+  mtls: {mode: STRICT}
+  portLevelMtls: {"9090": {mode: DISABLE}}
+---
+# Another namespace's policy says nothing about shop's workloads.
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: all-off, namespace: other}
+spec: {mtls: {mode: DISABLE}}
+`);
+  const cl = c.clusters.get("outbound|80||shop.example")!;
+  assert.deepEqual(
+    cl.endpoints.map((e) => [e.address, e.mtls]),
+    [
+      ["10.0.0.1", true],
+      ["10.0.0.2", false],
+      ["10.0.0.3", false],
+      ["10.0.0.4", true],
+      ["10.0.0.5", false],
+      ["10.0.0.6", false],
+    ],
+  );
+});

@@ -128,6 +128,13 @@ export interface Endpoint {
   weight: number;
   labels: Readonly<Record<string, string>>;
   serviceAccount: string | undefined;
+  /**
+   * Whether auto mTLS speaks mTLS to it, as Istio decides: its
+   * `security.istio.io/tlsMode` label ("istio") when it has one, else whether
+   * it names a serviceAccount; and never when its own PeerAuthentication is
+   * DISABLE on its port. A DestinationRule's tls mode overrides this.
+   */
+  mtls: boolean;
   /** Workload name for metrics (labels.app or the address). */
   workload: string;
   namespace: string;

@@ -17,6 +17,7 @@ function ep(address: string, weight = 1): Endpoint {
     weight,
     labels: {},
     serviceAccount: undefined,
+    mtls: false,
     workload: address,
     namespace: "default",
     meta: UNKNOWN_PEER,

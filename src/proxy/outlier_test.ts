@@ -10,6 +10,7 @@ const ep = (address: string): Endpoint => ({
   weight: 1,
   labels: {},
   serviceAccount: undefined,
+  mtls: false,
   workload: address,
   namespace: "default",
   meta: UNKNOWN_PEER,

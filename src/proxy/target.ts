@@ -34,22 +34,18 @@ export function expectedPeerId(trustDomain: string, m: MeshedPeer): string | und
 }
 
 /**
- * Whether an endpoint of a cluster is reached with mTLS (Istio's auto mTLS):
- * DestinationRule tls.mode DISABLE never, ISTIO_MUTUAL always, otherwise when
- * the endpoint names a serviceAccount.
+ * Whether an endpoint of a cluster is reached with mTLS: DestinationRule
+ * tls.mode DISABLE never, ISTIO_MUTUAL always, otherwise as Istio's auto mTLS
+ * decides for the endpoint (`Endpoint.mtls`). The identity expected is the
+ * endpoint's serviceAccount, or any of the trust domain without one.
  */
 export function meshedPeer(
   cluster: Cluster | undefined,
   e: Endpoint | undefined,
 ): MeshedPeer | undefined {
   if (cluster?.tlsMode === "DISABLE") return undefined;
-  if (e?.serviceAccount !== undefined) {
-    return { serviceAccount: e.serviceAccount, namespace: e.namespace };
-  }
-  if (cluster?.tlsMode === "ISTIO_MUTUAL") {
-    return { serviceAccount: undefined, namespace: e?.namespace ?? cluster.namespace };
-  }
-  return undefined;
+  if (e?.mtls !== true && cluster?.tlsMode !== "ISTIO_MUTUAL") return undefined;
+  return { serviceAccount: e?.serviceAccount, namespace: e?.namespace ?? cluster!.namespace };
 }
 
 /**

@@ -9,6 +9,7 @@ const endpoint = (sa?: string): Endpoint => ({
   weight: 1,
   labels: {},
   serviceAccount: sa,
+  mtls: sa !== undefined,
   workload: "b",
   namespace: "default",
   meta: UNKNOWN_PEER,

@@ -170,6 +170,51 @@ Deno.test("mtls: A's outbound reaches B's inbound over mTLS; identities reach me
   });
 });
 
+Deno.test("mtls: auto mTLS sends plaintext where the endpoint's PeerAuthentication is DISABLE or its tlsMode label says disabled", async () => {
+  const disable = `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: b-plain, namespace: default }
+spec:
+  selector: { matchLabels: { app: b } }
+  mtls: { mode: DISABLE }
+`;
+  const bConfig = await writeConfig(disable);
+  await withPair({ bArgs: ["--config", bConfig, "--labels", "app=b"] }, async ({ a, b, dirs }) => {
+    // A second A, whose config knows B's policy and labels, as Istio's control plane would.
+    const se = (host: string, labels: string) =>
+      `---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: ${host.split(".")[0]}, namespace: default }
+spec:
+  hosts: [${host}]
+  ports: [{ number: 80, name: http, protocol: HTTP }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { http: ${b.inbound} }, serviceAccount: b, labels: ${labels} }]
+`;
+    const cfg = await writeConfig(
+      disable + se("b1.mesh.internal", "{ app: b }") +
+        se("b2.mesh.internal", "{ security.istio.io/tlsMode: disabled }"),
+    );
+    const a2 = await startRemora(["--identity-dir", dirs.a, "--config", cfg]);
+    try {
+      for (const host of ["b1.mesh.internal", "b2.mesh.internal"]) {
+        const r = await curl(["-x", `http://127.0.0.1:${a2.outbound}`, `http://${host}/x`]);
+        assert.equal(r.status, 200, `${host}: ${r.body} ${a2.stderr()}`);
+      }
+      // The first A, which does not know B's policy, still speaks mTLS, which B refuses.
+      assert.equal((await curlThrough(a)).status, 503);
+      const atB = await scrape(b.stats);
+      assert.match(
+        atB,
+        /istio_requests_total\{reporter="destination",[^}]*connection_security_policy="none"[^}]*\} 2/,
+      );
+    } finally {
+      await a2.stop();
+    }
+  });
+});
+
 Deno.test("mtls: a server with the wrong SPIFFE ID fails the request with 503, never plaintext", async () => {
   await withPair({ expectSa: "payments" }, async ({ a, app }) => {
     const r = await curlThrough(a);
