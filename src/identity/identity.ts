@@ -81,13 +81,18 @@ export async function identityFromPem(
   const keyFile = file(KEY_FILE);
   const now = opts.now ?? new Date();
 
-  const roots = _parse(rootFile, pems.rootCertPem);
-  roots.forEach((root, i) => {
+  const bundle = _parse(rootFile, pems.rootCertPem);
+  bundle.forEach((root, i) => {
     if (root.getExtension(x509.BasicConstraintsExtension)?.ca !== true) {
       throw new IdentityError(rootFile, `certificate ${i + 1} (${root.subject}) is not a CA`);
     }
-    _checkValidity(rootFile, root, now, roots.length > 1 ? `certificate ${i + 1}` : "the root");
   });
+  // A bundle may keep a root past its time (one being retired): it trusts nothing then, as
+  // in Envoy, and expiryWarnings says so. With none valid now, the set is refused.
+  const roots = bundle.filter((r) => now >= r.notBefore && now <= r.notAfter);
+  if (roots.length === 0) {
+    _checkValidity(rootFile, bundle[0]!, now, bundle.length > 1 ? "certificate 1" : "the root");
+  }
   const chain = _parse(chainFile, pems.certChainPem);
   const leaf = chain[0]!;
 
@@ -198,11 +203,39 @@ export function expiryWarnings(identity: Identity, now: Date = new Date()): stri
       `Identity certificate ${identity.spiffeId} expired at ${identity.notAfter.toISOString()}`,
     ];
   }
-  if (now < expiryWarningAt(identity)) return [];
+  const warnings = _rootWarnings(identity.rootCertPem, now);
+  if (now < expiryWarningAt(identity)) return warnings;
   return [
     `Identity certificate ${identity.spiffeId} expires in ${_humanMs(left)} ` +
     `(at ${identity.notAfter.toISOString()}): rotate it`,
+    ...warnings,
   ];
+}
+
+/** The roots of a bundle that trust nothing at `now` (expired, or not valid yet). */
+function _rootWarnings(rootCertPem: string, now: Date): string[] {
+  const out: string[] = [];
+  let bundle: x509.X509Certificate[];
+  try {
+    bundle = parseCertificates(rootCertPem);
+  } catch {
+    return out; // a loaded identity's bundle parses: checked when it was loaded
+  }
+  bundle.forEach((r, i) => {
+    const when = now < r.notBefore
+      ? `is not valid before ${r.notBefore.toISOString()}`
+      : now > r.notAfter
+      ? `expired at ${r.notAfter.toISOString()}`
+      : undefined;
+    if (when !== undefined) {
+      out.push(
+        `${ROOT_CERT_FILE}: certificate ${
+          i + 1
+        } (${r.subject}) ${when}; it trusts no peer until it is valid or removed`,
+      );
+    }
+  });
+  return out;
 }
 
 export interface IdentityWatcherOptions {

@@ -155,6 +155,16 @@ Deno.test("identityFromPem refuses expired and not yet valid certificates", asyn
   const oldCa = await initCa({ trustDomain: "cluster.local", ttlMs: HOUR, now: past });
   const old = await issueCert(oldCa, { id: ORDERS, ttlMs: HOUR, now: past });
   await refused(old, "root-cert.pem", /the root expired at/);
+  // A retired root left in the bundle beside a valid one: accepted, warned about, trusting nothing.
+  const good = await issueCert(ca, { id: ORDERS, ttlMs: HOUR });
+  const id = await identityFromPem({ ...good, rootCertPem: oldCa.certPem + ca.certPem });
+  assert.equal(id.spiffeId, ORDERS);
+  const warnings = expiryWarnings(id);
+  assert.equal(warnings.length, 1, warnings.join("\n"));
+  assert.match(
+    warnings[0]!,
+    /^root-cert\.pem: certificate 1 \(.*\) expired at 20\d\d-.*trusts no peer/,
+  );
 });
 
 Deno.test("identityFromPem wants exactly one URI SAN, a SPIFFE ID, on a non-CA leaf", async () => {

@@ -184,6 +184,8 @@ function chainProblemOf(
       return `certificate ${cert.serialNumber} expired at ${cert.validTo}`;
     }
     for (const root of roots) {
+      // A root of the bundle outside its validity period trusts nothing (see identity.ts).
+      if (new Date(root.validFrom) > now || new Date(root.validTo) < now) continue;
       if (cert.checkIssued(root) && cert.verify(root.publicKey)) return undefined;
     }
     // Not signed by a root: climb to the intermediate the peer sent, if any.

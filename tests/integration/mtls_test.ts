@@ -215,6 +215,38 @@ spec:
   });
 });
 
+Deno.test("mtls: a retired root left in both bundles beside the valid one: the pair still talks, and each warns", async () => {
+  const ca = await initCa({ trustDomain: TD, ttlMs: 24 * HOUR });
+  const past = new Date(Date.now() - 3 * HOUR);
+  const retired = await initCa({ trustDomain: TD, ttlMs: HOUR, now: past });
+  const dirs = { a: await identityDir(ca, "a"), b: await identityDir(ca, "b") };
+  for (const d of Object.values(dirs)) {
+    await Deno.writeTextFile(`${d}/root-cert.pem`, retired.certPem + ca.certPem);
+  }
+  const app = await startUpstream("app-b");
+  let a: Remora | undefined;
+  let b: Remora | undefined;
+  try {
+    b = await startRemora(["--identity-dir", dirs.b, "--app-port", String(app.port)]);
+    a = await startRemora([
+      "--identity-dir",
+      dirs.a,
+      "--config",
+      await writeConfig(meshConfig(b.inbound, "b")),
+    ]);
+    const r = await curlThrough(a);
+    assert.equal(r.status, 200, r.body + a.stderr());
+    for (const s of [a, b]) {
+      assert.match(s.stderr() + s.stdout(), /root-cert\.pem: certificate 1 .* expired at/);
+    }
+  } finally {
+    await a?.stop();
+    await b?.stop();
+    await app.close();
+    for (const d of Object.values(dirs)) await Deno.remove(d, { recursive: true }).catch(() => {});
+  }
+});
+
 Deno.test("mtls: a server with the wrong SPIFFE ID fails the request with 503, never plaintext", async () => {
   await withPair({ expectSa: "payments" }, async ({ a, app }) => {
     const r = await curlThrough(a);
