@@ -449,6 +449,7 @@ async function serve(
   const pool = new ConnPool({
     connectTimeoutMs: flags["connect-timeout"] as number,
     identity: mesh,
+    onMtlsFailure: () => metrics.tlsHandshakeFailed("outbound"),
   });
   const ownPorts = new Set<number>(Object.values(ports).filter((p) => p !== 0));
   const telemetry = new Telemetry({ getConfig, metrics, self, ...tracingFlags });

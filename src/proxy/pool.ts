@@ -11,7 +11,7 @@
 import { log } from "../log.ts";
 import { BufConn } from "../net/buf_conn.ts";
 import { tcpByteConn } from "../net/byte_conn.ts";
-import { type MeshIdentity, originate } from "../tls/mtls.ts";
+import { type MeshIdentity, MtlsError, originate } from "../tls/mtls.ts";
 import { expectedPeerId, type Upstream } from "./target.ts";
 
 /** Connecting to an upstream failed (refused, unreachable, timed out). */
@@ -27,6 +27,8 @@ export interface PoolOptions {
   maxIdlePerHost: number;
   /** This workload's identity, for mTLS to meshed upstreams. */
   identity: MeshIdentity | undefined;
+  /** Called when an mTLS handshake with an upstream fails, or it is not the identity expected. */
+  onMtlsFailure?: () => void;
 }
 
 /**
@@ -93,6 +95,7 @@ export class ConnPool {
       .catch(
         (e) => {
           // An identity mismatch or failed handshake is a connect failure (503 UF), never a plaintext retry.
+          if (e instanceof MtlsError) this.#opts.onMtlsFailure?.();
           log.warn("mTLS to upstream failed", {
             upstream: `${up.host}:${up.port}`,
             error: (e as Error).message,

@@ -208,6 +208,16 @@ function chainProblemOf(
   return "certificate is not signed by the mesh's trust bundle";
 }
 
+/** Socket errors of a connection that did not reach its host. */
+const CONNECT_CODES = new Set([
+  "ECONNREFUSED",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ETIMEDOUT",
+  "EADDRNOTAVAIL",
+  "ENOTFOUND",
+]);
+
 /** A TLS handshake or identity check failed. */
 export class MtlsError extends Error {
   override name = "MtlsError";
@@ -482,10 +492,13 @@ async function originateNode(
     await withTimeout(
       new Promise<void>((resolve, reject) => {
         sock.once("secureConnect", () => resolve());
-        sock.once(
-          "error",
-          (e: Error) => reject(new MtlsError(mismatch ?? `mTLS to upstream failed: ${e.message}`)),
-        );
+        sock.once("error", (e: Error & { code?: string }) =>
+          // Not reaching the host is no handshake failure (a plain Error: the pool's 503 UF).
+          reject(
+            mismatch === undefined && CONNECT_CODES.has(e.code ?? "")
+              ? new Error(`connect to ${host}:${port} failed: ${e.message}`)
+              : new MtlsError(mismatch ?? `mTLS to upstream failed: ${e.message}`),
+          ));
         sock.once(
           "close",
           () => reject(new MtlsError("mTLS to upstream failed: connection closed")),

@@ -260,6 +260,11 @@ Deno.test("mtls: a server with the wrong SPIFFE ID fails the request with 503, n
       /expected spiffe:\/\/cluster\.local\/ns\/default\/sa\/payments, presented spiffe:\/\/cluster\.local\/ns\/default\/sa\/b/,
     );
     assert.equal(app.requests, 0, "nothing reached the app");
+    // Each refused upstream handshake is counted (the default retries tried it 3 times).
+    assert.match(
+      await scrape(a.stats),
+      /^remora_tls_handshake_failures_total\{side="outbound"\} [1-9]/m,
+    );
   });
 });
 
