@@ -932,7 +932,9 @@ class Exchange {
     const headers = endToEndHeaders(res.headers, upgraded ? "upgrade" : undefined);
     applyHeaderOps(headers, fwd.route?.responseHeaders);
     applyHeaderOps(headers, fwd.destination.responseHeaders);
-    let keep = req.keepAlive && res.keepAlive && !upgraded;
+    // The client's connection outlives an upstream's that closes after this response (an
+    // HTTP/1.0 app, "Connection: close"), as Envoy's does, when the body has its own end.
+    let keep = req.keepAlive && !upgraded && res.framing.kind !== "close";
     // An HTTP/1.0 client does not know chunked encoding: it gets the bare body,
     // ended by closing the connection (RFC 9112 6.1).
     const dechunk = req.minor === 0 && res.framing.kind === "chunked";

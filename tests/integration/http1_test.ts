@@ -22,6 +22,7 @@ import {
   runCommand,
   scrape,
   startGreeter,
+  startRawServer,
   startRemora,
   startUpstream,
   type Upstream,
@@ -311,6 +312,41 @@ Deno.test("keep-alive: many requests on one client connection reuse pooled upstr
     assert.equal(connects, 1, "curl reused its one connection to remora");
     assert.ok(u.connections <= 3, `upstream saw ${u.connections} connections for 150 requests`);
   });
+});
+
+Deno.test("an app that closes its connection after each response (HTTP/1.0 style) does not cost the client its keep-alive", async () => {
+  // Answers one request per connection, with a length, then closes; or without a length.
+  const app = startRawServer(async (c) => {
+    const buf = new Uint8Array(4096);
+    const n = await c.read(buf);
+    const line = new TextDecoder().decode(buf.subarray(0, n ?? 0)).split("\r\n")[0] ?? "";
+    const body = `one-shot ${line}`;
+    const head = line.includes("/until-close")
+      ? "HTTP/1.0 200 OK\r\n\r\n"
+      : `HTTP/1.0 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`;
+    await c.write(new TextEncoder().encode(head + body));
+    c.close();
+  });
+  let r: Remora | undefined;
+  try {
+    r = await startRemora(["--app-port", String(app.port)]);
+    const urls = [1, 2, 3].map((i) => `http://127.0.0.1:${r!.inbound}/n/${i}`);
+    const lines = await curlLines([], urls, { format: "%{http_code} %{num_connects}" });
+    assert.deepEqual(
+      lines,
+      ["200 1", "200 0", "200 0"],
+      "one client connection for three requests",
+    );
+    // A body that ends only with the connection still ends the client's connection.
+    const last = await curlLines([], [
+      `http://127.0.0.1:${r.inbound}/until-close`,
+      `http://127.0.0.1:${r.inbound}/after`,
+    ], { format: "%{http_code} %{num_connects}" });
+    assert.deepEqual(last, ["200 1", "200 1"]);
+  } finally {
+    await r?.stop();
+    await app.close();
+  }
 });
 
 Deno.test("chunked request bodies arrive whole and the connection stays usable", async () => {
