@@ -138,7 +138,11 @@ function clientTls(ctx: Ctx, v: unknown, path: string): TrafficPolicy["tls"] | u
     "caCrl",
   ]);
   if (o.mode === undefined) {
-    ctx.err(join(path, "mode"), "required");
+    // Istio reads a tls without mode as DISABLE, plaintext: too quiet a way to turn mTLS off.
+    ctx.err(
+      join(path, "mode"),
+      "required: ISTIO_MUTUAL or DISABLE (Istio would take a tls without mode as DISABLE, plaintext)",
+    );
     return undefined;
   }
   const mode = enumOf(

@@ -262,6 +262,11 @@ const BAD: BadCase[] = [
     ],
   },
   {
+    name: "trafficPolicy.tls without a mode (Istio's DISABLE) must say which",
+    files: [DR_REVIEWS.replace("host: reviews", "host: reviews\n  trafficPolicy: {tls: {}}")],
+    errors: [["spec.trafficPolicy.tls.mode", "required: ISTIO_MUTUAL or DISABLE"]],
+  },
+  {
     name: "connectionPool field remora does not implement, in a subset",
     files: [DR_REVIEWS.replace(
       "{name: v1, labels: {version: v1}}",
