@@ -158,8 +158,19 @@ export async function controlCommand(args: string[]): Promise<number> {
     return 1;
   }
 
+  // An empty set is a valid config, and takes every policy away from every proxy: say so.
+  const warnEmpty = () =>
+    log.warn(
+      "the config directory holds no config files: proxies get no services and no policies",
+      { dir },
+    );
+  if (first.snapshot.resources.length === 0) warnEmpty();
   const watcher = new DirWatcher(dir, {
-    matches: (p) => isConfigFile(p.slice(p.lastIndexOf("/") + 1)),
+    // A Kubernetes ConfigMap volume publishes an update by swapping its `..data` link.
+    matches: (p) => {
+      const name = p.slice(p.lastIndexOf("/") + 1);
+      return isConfigFile(name) || name === "..data";
+    },
     reload: async () => {
       const next = await loadSnapshotDir(dir);
       if (watcher.closed) return;
@@ -172,6 +183,7 @@ export async function controlCommand(args: string[]): Promise<number> {
         return;
       }
       if (next.snapshot.version === server.snapshot.version) return;
+      if (next.snapshot.resources.length === 0) warnEmpty();
       server.publish(next.snapshot);
       log.info("config published", {
         version: next.snapshot.version,

@@ -404,6 +404,13 @@ async function _requestIdentity(
     );
   }
   if (token === "") throw new ControlStartError(`The token file ${opts.tokenFile} is empty`);
+  // A token travels in call metadata: printable ASCII, one word (as the server reads it). The
+  // token itself is never printed.
+  if (!/^[\x21-\x7e]+$/.test(token)) {
+    throw new ControlStartError(
+      `The token file ${opts.tokenFile} holds more than one token, or characters a token cannot have (whitespace, control or non-ASCII characters): it must hold one token`,
+    );
+  }
   const { keyPem, csrPem } = await newKeyAndCsr(spiffeId);
   const chain = await channel.createCertificate(
     token,

@@ -188,6 +188,11 @@ Deno.test("control: tokens files and bearer tokens", () => {
   assert.throws(() => Tokens.parse("token-aaaa default\n", "f"), /f:1: expected TOKEN NAMESPACE/);
   assert.throws(() => Tokens.parse("short ns sa\n"), /shorter than 8/);
   assert.throws(() => Tokens.parse("token-aaaa ns/x sa\n"), /namespace "ns\/x"/);
+  // One token, one identity: a second line with the same token is refused, naming both.
+  assert.throws(
+    () => Tokens.parse("token-aaaa default a\ntoken-aaaa kube-system admin\n", "f"),
+    /f:2: the same token as line 1/,
+  );
   assert.equal(bearerToken("Bearer abc"), "abc");
   assert.equal(bearerToken("bearer  abc "), "abc");
   assert.equal(bearerToken("Basic abc"), undefined);

@@ -52,9 +52,13 @@ export async function loadSnapshotDir(dir: string): Promise<SnapshotResult> {
       }
       resources.push({ name, yaml });
     } catch (e) {
-      // Removed between the listing and the read: the next event reloads.
-      if (e instanceof Deno.errors.NotFound) continue;
-      errors.push({ file: name, index: -1, path: "", message: `cannot read file: ${_reason(e)}` });
+      // Removed between the listing and the read: the next event reloads. A link whose target
+      // is gone is still there, and the set is not whole without it.
+      if (e instanceof Deno.errors.NotFound && !(await _isLink(`${dir}/${name}`))) continue;
+      const message = e instanceof Deno.errors.NotFound
+        ? "cannot read file: it is a symbolic link to a file that does not exist"
+        : `cannot read file: ${_reason(e)}`;
+      errors.push({ file: name, index: -1, path: "", message });
     }
   }
   // The files that could be read are checked too: every error is reported at once.
@@ -68,6 +72,14 @@ export function snapshotOf(resources: Resource[], source: string): SnapshotResul
   const loaded = loadConfigTexts(resources.map((r) => ({ file: r.name, text: r.yaml })), source);
   if (!loaded.ok) return { ok: false, errors: loaded.errors };
   return { ok: true, snapshot: { version: loaded.config.version, resources } };
+}
+
+async function _isLink(path: string): Promise<boolean> {
+  try {
+    return (await Deno.lstat(path)).isSymlink;
+  } catch {
+    return false;
+  }
 }
 
 function _reason(e: unknown): string {

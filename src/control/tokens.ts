@@ -17,6 +17,12 @@ export interface TokenIdentity {
 
 interface _Entry extends TokenIdentity {
   token: Uint8Array;
+  /** Its line in the file, for errors. */
+  line: number;
+}
+
+function sameToken(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 const _SEGMENT = /^[A-Za-z0-9._-]+$/;
@@ -54,7 +60,16 @@ export class Tokens {
           );
         }
       }
-      entries.push({ token: new TextEncoder().encode(token), namespace, serviceAccount });
+      const bytes = new TextEncoder().encode(token);
+      const twin = entries.findIndex((e) => sameToken(e.token, bytes));
+      if (twin !== -1) {
+        throw new Error(
+          `${file}:${i + 1}: the same token as line ${
+            entries[twin]!.line
+          }: a token stands for one identity`,
+        );
+      }
+      entries.push({ token: bytes, namespace, serviceAccount, line: i + 1 });
     }
     return new Tokens(entries);
   }
@@ -77,7 +92,7 @@ export class Tokens {
     const given = new TextEncoder().encode(token);
     let found: _Entry | undefined;
     for (const e of this.#entries) {
-      if (e.token.length === given.length && timingSafeEqual(e.token, given)) found ??= e;
+      if (sameToken(e.token, given)) found ??= e;
     }
     return found === undefined
       ? undefined

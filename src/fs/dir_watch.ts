@@ -3,9 +3,16 @@
  * the caller's reload, debounced, never two at once (a change during a reload
  * runs it once more after). It watches the directory rather than the files,
  * so files replaced by rename (editors, Kubernetes secret volumes swapping a
- * `..data` symlink) are seen. Shared by the config and identity watchers; it
- * knows nothing of what is loaded.
+ * `..data` symlink) are seen. A directory replaced by another of the same
+ * name (moved away, made anew) is noticed within REWATCH_MS and reloaded
+ * from; from then on it is polled every REWATCH_MS (names, sizes and mtimes
+ * of the files that matter), since Deno's watcher cannot watch a path again
+ * once the directory it named is gone. Shared by the config and identity
+ * watchers; it knows nothing of what is loaded.
  */
+
+/** How often the directory's identity (inode) is checked, to follow a replaced directory. */
+const REWATCH_MS = 2_000;
 
 export interface DirWatchOptions {
   /** Whether a changed path concerns the watcher. */
@@ -23,6 +30,11 @@ export class DirWatcher {
   readonly #opts: DirWatchOptions;
   readonly #watcher: Deno.FsWatcher;
   readonly #loop: Promise<void>;
+  /** The watched directory's inode (null where the platform has none). */
+  #ino: number | null;
+  /** Once the directory was replaced: what it held at the last poll. */
+  #polled: string | undefined;
+  readonly #rewatch: ReturnType<typeof setInterval>;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #loading: Promise<void> | undefined;
   #again = false;
@@ -31,8 +43,53 @@ export class DirWatcher {
   constructor(dir: string, opts: DirWatchOptions) {
     this.dir = dir;
     this.#opts = opts;
+    this.#ino = Deno.statSync(dir).ino;
     this.#watcher = Deno.watchFs(dir, { recursive: false });
     this.#loop = this.#watch();
+    this.#rewatch = setInterval(() => this.#followReplaced(), REWATCH_MS);
+  }
+
+  /** Follows a directory replaced by another of the same name, by polling it. */
+  #followReplaced(): void {
+    if (this.#closed) return;
+    let ino: number | null;
+    try {
+      ino = Deno.statSync(this.dir).ino;
+    } catch {
+      return; // gone for now: the next check sees what replaces it
+    }
+    if (ino !== this.#ino) {
+      this.#ino = ino;
+      this.#polled = this.#listing();
+      this.schedule();
+      return;
+    }
+    if (this.#polled === undefined) return;
+    const now = this.#listing();
+    if (now !== this.#polled) {
+      this.#polled = now;
+      this.schedule();
+    }
+  }
+
+  /** Names, sizes and mtimes of the directory's files that matter, as one string. */
+  #listing(): string {
+    const out: string[] = [];
+    try {
+      for (const e of Deno.readDirSync(this.dir)) {
+        const path = `${this.dir}/${e.name}`;
+        if (!this.#opts.matches(path)) continue;
+        try {
+          const st = Deno.statSync(path);
+          out.push(`${e.name}:${st.size}:${st.mtime?.getTime()}:${st.ino}`);
+        } catch {
+          out.push(`${e.name}:gone`);
+        }
+      }
+    } catch {
+      return "";
+    }
+    return out.sort().join("\n");
   }
 
   get closed(): boolean {
@@ -85,6 +142,7 @@ export class DirWatcher {
   async close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
+      clearInterval(this.#rewatch);
       if (this.#timer !== undefined) clearTimeout(this.#timer);
       this.#timer = undefined;
       try {

@@ -417,6 +417,18 @@ Deno.test("control: a wrong bootstrap token gets no certificate and a clear erro
     assert.match(wrong.stderr, /refused the certificate request/);
     assert.match(wrong.stderr, /UNAUTHENTICATED: The bootstrap token is not valid/);
     assert.match(control.stderr(), /certificate refused/);
+    // Two tokens in the file: refused at once, and neither is printed.
+    await Deno.writeTextFile(`${dir}/two`, "token-secret-one\ntoken-secret-two\n");
+    const two = await remora(
+      "--control",
+      `https://127.0.0.1:${control.port}`,
+      "--token-file",
+      `${dir}/two`,
+      ...common,
+    );
+    assert.equal(two.code, 1, two.stderr);
+    assert.match(two.stderr, /holds more than one token/);
+    assert.doesNotMatch(two.stderr + two.stdout, /token-secret/);
 
     const both = await remora("--control", "https://127.0.0.1:1", "--config", "x.yaml");
     assert.equal(both.code, 2);
@@ -539,6 +551,65 @@ Deno.test("control: until the first config arrives the proxy is not ready and in
     await b?.stop();
     await app?.close();
     control?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("control: a ConfigMap-style ..data swap is published; a dangling link is refused; an empty directory is warned about", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "remora-control-dir-" });
+  let control: Control | undefined;
+  try {
+    await writeCa(`${dir}/ca`, await initCa({ trustDomain: TD, ttlMs: 3_600_000 }));
+    // An empty directory: served, with a warning that proxies get no policies.
+    await Deno.mkdir(`${dir}/empty`);
+    const empty = await startControl([
+      "--config-dir",
+      `${dir}/empty`,
+      "--ca",
+      `${dir}/ca`,
+      "--listen",
+      "127.0.0.1:0",
+    ]);
+    await empty.stop();
+    assert.match(empty.stderr(), /holds no config files: proxies get no services and no policies/);
+
+    // A Kubernetes ConfigMap volume: files are links through ..data to a timestamped directory.
+    const cm = `${dir}/cm`;
+    await Deno.mkdir(`${cm}/..v1`, { recursive: true });
+    await Deno.writeTextFile(`${cm}/..v1/base.yaml`, BASE);
+    await Deno.symlink("..v1", `${cm}/..data`);
+    await Deno.symlink("..data/base.yaml", `${cm}/base.yaml`);
+    control = await startControl([
+      "--config-dir",
+      cm,
+      "--ca",
+      `${dir}/ca`,
+      "--listen",
+      "127.0.0.1:0",
+    ]);
+    const published = () => (control!.stderr().match(/config published/g) ?? []).length;
+    // The kubelet's update: a new directory, ..data swapped to it by rename, the old one gone.
+    await Deno.mkdir(`${cm}/..v2`);
+    await Deno.writeTextFile(`${cm}/..v2/base.yaml`, BASE.replace("{ http: 9 }", "{ http: 10 }"));
+    await Deno.symlink("..v2", `${cm}/..data_tmp`);
+    await Deno.rename(`${cm}/..data_tmp`, `${cm}/..data`);
+    await Deno.remove(`${cm}/..v1`, { recursive: true });
+    await until("the swap is published", () => Promise.resolve(published() === 1), 10_000);
+
+    // A file that became a link to nothing: the set is refused, the last good one stays.
+    await Deno.symlink(`${dir}/nowhere.yaml`, `${cm}/extra.yaml`);
+    await until(
+      "the dangling link is refused",
+      () => Promise.resolve(/symbolic link to a file that does not exist/.test(control!.stderr())),
+      10_000,
+    );
+    assert.match(
+      control.stderr(),
+      /config change refused; the last good snapshot keeps being served/,
+    );
+    assert.equal(published(), 1);
+  } finally {
+    await control?.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
