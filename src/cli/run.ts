@@ -24,6 +24,7 @@ import {
 import { formatConfigError } from "../config/validate.ts";
 import { isLevel, log, setLevel } from "../log.ts";
 import type { Identity } from "../identity/identity.ts";
+import { parseSpiffeId } from "../identity/spiffe.ts";
 import { MeshIdentity } from "../tls/mtls.ts";
 import { peerAuthMode } from "../security/peer_auth.ts";
 import { ConnPool } from "../proxy/pool.ts";
@@ -129,6 +130,12 @@ export const RUN_FLAGS: FlagSpecs = {
     kind: "string",
     arg: "FILE",
     help: "With --control: the trust bundle (PEM) for the control server and mesh peers",
+  },
+  "control-id": {
+    kind: "string",
+    arg: "SPIFFE_ID",
+    help:
+      "With --control: the identity the control server must present (default: its service account remora-control in istio-system, as `remora control` issues it)",
   },
   "cache-dir": {
     kind: "string",
@@ -673,9 +680,12 @@ function controlOptionsFromFlags(flags: Record<string, FlagValue>): {
   rootCertPem: string;
   cacheDir?: string;
   certTtlMs: number;
+  controlId?: string;
 } | undefined {
   const url = flags["control"] as string | undefined;
-  const only = ["token-file", "root-cert", "cache-dir"].filter((n) => flags[n] !== undefined);
+  const only = ["token-file", "root-cert", "cache-dir", "control-id"].filter((n) =>
+    flags[n] !== undefined
+  );
   if (url === undefined) {
     if (only.length > 0) throw new UsageError(`Flag --${only[0]} needs --control`);
     return undefined;
@@ -714,12 +724,21 @@ function controlOptionsFromFlags(flags: Record<string, FlagValue>): {
     throw new UsageError(`Flag --cert-ttl must be at least 1s, got ${certTtlMs}ms`);
   }
   const cacheDir = flags["cache-dir"] as string | undefined;
+  const controlId = flags["control-id"] as string | undefined;
+  if (controlId !== undefined) {
+    try {
+      parseSpiffeId(controlId);
+    } catch (e) {
+      throw new UsageError(`Flag --control-id: ${(e as Error).message}`);
+    }
+  }
   return {
     target,
     tokenFile,
     rootCertPem,
     certTtlMs,
     ...(cacheDir === undefined ? {} : { cacheDir }),
+    ...(controlId === undefined ? {} : { controlId }),
   };
 }
 
