@@ -21,6 +21,7 @@ import {
   exec,
   type H2Echo,
   type H2Upstream,
+  PYTHON,
   type Remora,
   scrape,
   serviceEntryYaml,
@@ -614,5 +615,35 @@ spec:
       text,
       /istio_requests_total\{[^}]*grpc_response_status="14",response_flags="UT"[^}]*\} 1$/m,
     );
+  });
+});
+
+Deno.test("h2c: a client that floods PINGs and reads none of the acknowledgements is cut off, and the proxy serves on", async () => {
+  await withSetup({}, async (r, [up]) => {
+    // A small receive buffer, so that the acknowledgements back up in remora soon.
+    const code = `
+import socket, struct, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(10)
+s.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + struct.pack(">I", 0)[1:] + bytes([4, 0]) + struct.pack(">I", 0))
+ping = struct.pack(">I", 8)[1:] + bytes([6, 0]) + struct.pack(">I", 0) + b"12345678"
+deadline = time.time() + 20
+sent = 0
+try:
+    while sent < 2_000_000 and time.time() < deadline:
+        s.sendall(ping * 1000)
+        sent += 1000
+    print("not cut off after", sent)
+except OSError as e:
+    print("cut off after", sent, type(e).__name__)
+`;
+    const out = await exec(PYTHON, ["-c", code, String(r.inbound)], { timeoutMs: 40_000 });
+    assert.match(out.stdout, /^cut off after \d+/, out.stdout + out.stderr);
+    // The proxy is still there for others.
+    const res = await curl([...H2, `http://127.0.0.1:${r.inbound}/after`]);
+    assert.equal(res.status, 200, res.body);
+    assert.equal(up!.requests >= 1, true);
   });
 });
