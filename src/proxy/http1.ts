@@ -56,6 +56,7 @@ import { budgetFor, type RetryBudget } from "./retry_budget.ts";
 import type { Cluster } from "../config/runtime.ts";
 import { setClientCertHeader } from "./xfcc.ts";
 import { grpcMessage, grpcStatusOf } from "./grpc_status.ts";
+import { HeadWatch } from "./head_watch.ts";
 import { formatGrpcTimeout, grpcRequestTimeoutMs } from "./grpc_timeout.ts";
 import type { RequestTrace } from "../telemetry/tracing.ts";
 import type { PeerInfo } from "../tls/mtls.ts";
@@ -100,12 +101,20 @@ export function destinationIpOf(info: ConnInfo): string | undefined {
 /** Largest request body kept in memory so that the request can be retried. */
 const REPLAY_LIMIT = 64 * 1024;
 
+/** Client connections waiting for a request head (see head_watch.ts), swept once started. */
+const awaitingHead = new HeadWatch();
+let sweeping = false;
+
 /** Serves HTTP/1.x requests on `client` until it closes or must be closed. */
 export async function serveHttp1(
   client: BufConn,
   info: ConnInfo,
   opts: Http1Options,
 ): Promise<void> {
+  if (!sweeping) {
+    sweeping = true;
+    awaitingHead.start();
+  }
   try {
     for (;;) {
       let headEnd = -1;
@@ -120,10 +129,12 @@ export async function serveHttp1(
         }
         // Between requests the connection is idle: a draining listener may close it.
         client.idle = client.buffered === 0;
+        awaitingHead.waiting(client);
         const more = await client.fill();
         client.idle = false;
         if (!more) return;
       }
+      awaitingHead.done(client);
       let head: RequestHead;
       try {
         head = parseRequestHead(client.buf, client.start, headEnd);
@@ -140,6 +151,7 @@ export async function serveHttp1(
   } catch (e) {
     if (!(e instanceof SideError)) log.warn("HTTP/1 connection failed", { error: String(e) });
   } finally {
+    awaitingHead.done(client);
     client.close();
   }
 }
