@@ -406,49 +406,35 @@ Deno.test("control: a wrong bootstrap token gets no certificate and a clear erro
         timeoutMs: 30_000,
       });
     const common = ["--root-cert", `${dir}/ca/root-cert.pem`, "--admin-port", "0"];
-    const wrong = await remora(
-      "--control",
-      `https://127.0.0.1:${control.port}`,
-      "--token-file",
-      `${dir}/wrong`,
-      ...common,
-    );
+    /** A proxy of this control server, with the token in `tokenFile`. */
+    const proxyWith = (tokenFile: string, ...extra: string[]) =>
+      remora(
+        "--control",
+        `https://127.0.0.1:${control!.port}`,
+        "--token-file",
+        `${dir}/${tokenFile}`,
+        ...extra,
+        ...common,
+      );
+    const wrong = await proxyWith("wrong");
     assert.equal(wrong.code, 1, wrong.stderr);
     assert.match(wrong.stderr, /refused the certificate request/);
     assert.match(wrong.stderr, /UNAUTHENTICATED: The bootstrap token is not valid/);
+    assert.match(control.stderr(), /certificate refused/);
     // --control-id names the server's identity: the right one gets as far as the token.
-    const named = await remora(
-      "--control",
-      `https://127.0.0.1:${control.port}`,
-      "--token-file",
-      `${dir}/wrong`,
+    const named = await proxyWith(
+      "wrong",
       "--control-id",
       `spiffe://${TD}/ns/istio-system/sa/remora-control`,
-      ...common,
     );
     assert.equal(named.code, 1, named.stderr);
     assert.match(named.stderr, /UNAUTHENTICATED: The bootstrap token is not valid/);
-    const badId = await remora(
-      "--control-id",
-      "istiod",
-      ...common.slice(0, 2),
-      "--control",
-      "https://127.0.0.1:1",
-      "--token-file",
-      `${dir}/wrong`,
-    );
+    const badId = await proxyWith("wrong", "--control-id", "istiod");
     assert.equal(badId.code, 2, badId.stderr);
     assert.match(badId.stderr, /Flag --control-id: /);
-    assert.match(control.stderr(), /certificate refused/);
     // Two tokens in the file: refused at once, and neither is printed.
     await Deno.writeTextFile(`${dir}/two`, "token-secret-one\ntoken-secret-two\n");
-    const two = await remora(
-      "--control",
-      `https://127.0.0.1:${control.port}`,
-      "--token-file",
-      `${dir}/two`,
-      ...common,
-    );
+    const two = await proxyWith("two");
     assert.equal(two.code, 1, two.stderr);
     assert.match(two.stderr, /holds more than one token/);
     assert.doesNotMatch(two.stderr + two.stdout, /token-secret/);
