@@ -313,8 +313,17 @@ export class ControlAgent {
     if (this.#closed) return;
     const old = this.#identity;
     try {
-      const identity = await _requestIdentity(this.#channel, this.#opts, old.spiffeId);
+      // The identity asked for is the token's, as at start: an operator who moves the token to
+      // another service account (or a cache from another one) gets that identity at renewal,
+      // where asking for the old one would be refused at every try until it expired.
+      const identity = await _requestIdentity(this.#channel, this.#opts, undefined);
       if (this.#closed) return;
+      if (identity.spiffeId !== old.spiffeId) {
+        log.warn("the bootstrap token stands for another identity now: it is the one served", {
+          identity: identity.spiffeId,
+          was: old.spiffeId,
+        });
+      }
       this.#identity = identity;
       this.#identityFrom = "control";
       this.#receivedAt = new Date();

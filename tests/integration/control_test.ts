@@ -351,6 +351,21 @@ Deno.test("control: config pushes, refusals, outage, resync, renewal and cache w
       async () => (await inboundSerial(c)) !== serial1,
       10_000,
     );
+    // The token moves to another service account: the next renewal gets that identity.
+    await Deno.writeTextFile(
+      `${dir}/tokens`,
+      (await Deno.readTextFile(`${dir}/tokens`)).replace(
+        "token-for-c default c\n",
+        "token-for-c default c2\n",
+      ),
+    );
+    await until(
+      "the identity moved with the token",
+      async () =>
+        (await dump(c)).control.certificate.identity === `spiffe://${TD}/ns/default/sa/c2`,
+      10_000,
+    );
+    assert.match(c.stderr() + c.stdout(), /the bootstrap token stands for another identity now/);
     const renewals = await (await fetch(`http://127.0.0.1:${c.stats}/stats/prometheus`)).text();
     assert.match(renewals, /remora_control_cert_renewals_total\{result="success"\} [2-9]/);
     assert.match(renewals, /remora_control_stream_state 1/);
