@@ -373,13 +373,7 @@ async function serve(
       );
       return 1;
     }
-    // Policies select by --namespace, peers see the certificate's: say so when they differ.
-    if (identity.namespace !== flags["namespace"]) {
-      log.warn("the identity's namespace is not --namespace", {
-        identity: identity.spiffeId,
-        namespace: flags["namespace"] as string,
-      });
-    }
+    warnOtherNamespace(identity, flags["namespace"] as string);
   }
 
   const configPath = flags["config"] as string | undefined;
@@ -426,6 +420,7 @@ async function serve(
       return 1;
     }
     identity = control.identity;
+    warnOtherNamespace(identity, flags["namespace"] as string);
     if (control.cachedConfig !== undefined) config = control.cachedConfig;
   }
   setActive(config);
@@ -740,6 +735,16 @@ function controlOptionsFromFlags(flags: Record<string, FlagValue>): {
     ...(cacheDir === undefined ? {} : { cacheDir }),
     ...(controlId === undefined ? {} : { controlId }),
   };
+}
+
+/** Policies select by --namespace, peers see the certificate's: says so when they differ. */
+function warnOtherNamespace(identity: Identity, namespace: string): void {
+  if (identity.namespace !== namespace) {
+    log.warn("the identity's namespace is not --namespace", {
+      identity: identity.spiffeId,
+      namespace,
+    });
+  }
 }
 
 /** Parses --labels k=v,k2=v2. */

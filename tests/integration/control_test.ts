@@ -342,8 +342,10 @@ Deno.test("control: config pushes, refusals, outage, resync, renewal and cache w
     const v3 = (await dump(a)).version;
 
     // 5. A short-lived certificate (6s) is renewed at about half its life: the inbound serial changes.
-    const c = await startRemora([...proxyArgs("c"), "--cert-ttl", "6s"]);
+    const c = await startRemora([...proxyArgs("c"), "--cert-ttl", "6s", "--namespace", "prod"]);
     procs.push(c);
+    // Its token stands for default/c: the certificate's namespace is not --namespace.
+    assert.match(c.stderr(), /the identity's namespace is not --namespace/);
     const serial1 = await inboundSerial(c);
     assert.equal(serial1, (await dump(c)).control.certificate.serial.toLowerCase());
     await until(
