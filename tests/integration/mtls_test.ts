@@ -567,35 +567,43 @@ Deno.test("mtls: large bodies cross the mTLS hop intact, both ways", async () =>
   });
 });
 
-Deno.test("mtls: STRICT without an identity refuses every connection instead of serving plaintext", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "remora-strict-noid-" });
+/**
+ * Runs `body` with a remora (no identity) whose `--config` is `yaml`, in front of an app on
+ * `--app-port`; stops both and removes the config.
+ */
+async function withPolicies(
+  yaml: string,
+  body: (r: Remora, app: Upstream) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "remora-policies-" });
   const app = await startUpstream("app");
   let r: Remora | undefined;
   try {
-    await Deno.writeTextFile(
-      `${dir}/mesh.yaml`,
-      `apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: { name: default }
-spec: { mtls: { mode: STRICT } }
-`,
-    );
+    await Deno.writeTextFile(`${dir}/mesh.yaml`, yaml);
     r = await startRemora(["--config", `${dir}/mesh.yaml`, "--app-port", String(app.port)]);
-    const res = await curl(["--max-time", "5", `http://127.0.0.1:${r.inbound}/x`]);
-    assert.notEqual(res.code, 0, "the connection is closed unanswered");
-    assert.equal(app.requests + app.connections, 0, "nothing reached the app");
-    assert.match(r.stderr(), /STRICT applies but remora has no mesh identity/);
+    await body(r, app);
   } finally {
     await r?.stop();
     await app.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
+}
+
+Deno.test("mtls: STRICT without an identity refuses every connection instead of serving plaintext", async () => {
+  const strict = `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: default }
+spec: { mtls: { mode: STRICT } }
+`;
+  await withPolicies(strict, async (r, app) => {
+    const res = await curl(["--max-time", "5", `http://127.0.0.1:${r.inbound}/x`]);
+    assert.notEqual(res.code, 0, "the connection is closed unanswered");
+    assert.equal(app.requests + app.connections, 0, "nothing reached the app");
+    assert.match(r.stderr(), /STRICT applies but remora has no mesh identity/);
+  });
 });
 
 Deno.test("authz: pseudo-headers, host, repeated headers and destination.ip mean the same on HTTP/1 and HTTP/2", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "remora-authz-h-" });
-  const app = await startUpstream("app");
-  let r: Remora | undefined;
   const deny = (name: string, rule: string) =>
     `---
 apiVersion: security.istio.io/v1
@@ -605,21 +613,18 @@ spec:
   action: DENY
   rules: [${rule}]
 `;
-  try {
-    await Deno.writeTextFile(
-      `${dir}/mesh.yaml`,
-      deny("secret", `{ when: [{ key: "request.headers[:path]", values: ["/secret*"] }] }`) +
-        deny(
-          "tenant",
-          `{ to: [{ operation: { paths: [/tenant] } }], when: [{ key: "request.headers[x-tenant]", values: ["*other"] }] }`,
-        ) +
-        deny(
-          "dst",
-          `{ to: [{ operation: { paths: [/dst] } }], when: [{ key: destination.ip, values: [127.0.0.1/32] }] }`,
-        ) +
-        deny("host", `{ when: [{ key: "request.headers[host]", values: ["evil*"] }] }`),
-    );
-    r = await startRemora(["--config", `${dir}/mesh.yaml`, "--app-port", String(app.port)]);
+  const policies =
+    deny("secret", `{ when: [{ key: "request.headers[:path]", values: ["/secret*"] }] }`) +
+    deny(
+      "tenant",
+      `{ to: [{ operation: { paths: [/tenant] } }], when: [{ key: "request.headers[x-tenant]", values: ["*other"] }] }`,
+    ) +
+    deny(
+      "dst",
+      `{ to: [{ operation: { paths: [/dst] } }], when: [{ key: destination.ip, values: [127.0.0.1/32] }] }`,
+    ) +
+    deny("host", `{ when: [{ key: "request.headers[host]", values: ["evil*"] }] }`);
+  await withPolicies(policies, async (r) => {
     const base = `http://127.0.0.1:${r.inbound}`;
     const status = async (args: string[]) => (await curl(args)).status;
     assert.equal(await status([`${base}/fine`]), 200);
@@ -643,17 +648,10 @@ spec:
       assert.equal(await status([...proto, `${base}/dst`]), 403, `${tag} destination.ip`);
       assert.notEqual(await status([...proto, `${base}/fine`]), 403, `${tag} /fine`);
     }
-  } finally {
-    await r?.stop();
-    await app.close();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
+  });
 });
 
 Deno.test("authz: istio.io/dry-run policies are logged with what they would decide, never enforced", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "remora-authz-dry-" });
-  const app = await startUpstream("app");
-  let r: Remora | undefined;
   const dry = (name: string, action: string, paths: string) =>
     `---
 apiVersion: security.istio.io/v1
@@ -663,19 +661,16 @@ spec:
   action: ${action}
   rules: [{ to: [{ operation: { paths: [${paths}] } }] }]
 `;
-  try {
-    await Deno.writeTextFile(
-      `${dir}/mesh.yaml`,
-      dry("try-no-admin", "DENY", `"/admin*"`) + dry("try-public-only", "ALLOW", `"/public*"`),
-    );
-    r = await startRemora(["--config", `${dir}/mesh.yaml`, "--app-port", String(app.port)]);
+  const policies = dry("try-no-admin", "DENY", `"/admin*"`) +
+    dry("try-public-only", "ALLOW", `"/public*"`);
+  await withPolicies(policies, async (r, app) => {
     const base = `http://127.0.0.1:${r.inbound}`;
     for (const path of ["/admin/x", "/public/y", "/other"]) {
       assert.equal((await curl([`${base}${path}`])).status, 200, path);
     }
     assert.equal(app.requests, 3, "every request reached the app");
     const lines = () =>
-      (r!.stdout() + r!.stderr()).split("\n").filter((l) => l.includes("authorization dry-run"));
+      (r.stdout() + r.stderr()).split("\n").filter((l) => l.includes("authorization dry-run"));
     assert.ok(await eventually(() => lines().length === 6), lines().join("\n"));
     const said = (path: string, action: string) =>
       lines().find((l) => l.includes(path) && l.includes(action)) ?? "";
@@ -684,11 +679,7 @@ spec:
     assert.match(said("/public/y", "ALLOW"), /result=allowed.*policy=default\/try-public-only/);
     assert.match(said("/other", "DENY"), /result=allowed/);
     for (const l of lines()) assert.match(l, /enforced=allowed/);
-  } finally {
-    await r?.stop();
-    await app.close();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
+  });
 });
 
 Deno.test("/config_dump shows the mTLS mode per port and the policies that apply to this workload", async () => {
