@@ -18,11 +18,6 @@ async function withServer(
 ): Promise<void> {
   const seen: http2.IncomingHttpHeaders[] = [];
   const server = http2.createServer();
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on("session", (s) => {
-    sessions.add(s);
-    s.on("close", () => sessions.delete(s));
-  });
   server.on("stream", (raw, headers) => {
     const stream = raw as http2.ServerHttp2Stream;
     seen.push(headers);
@@ -64,7 +59,6 @@ async function withServer(
       }), seen);
   } finally {
     h2.close();
-    for (const s of sessions) s.destroy();
     await listening.close();
   }
 }

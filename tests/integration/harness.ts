@@ -350,12 +350,7 @@ export interface H2Upstream {
 export function startH2Upstream(name: string): Promise<H2Upstream> {
   const state = { requests: 0, sessions: 0 };
   const server = http2.createServer();
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on("session", (s) => {
-    state.sessions++;
-    sessions.add(s);
-    s.on("close", () => sessions.delete(s));
-  });
+  server.on("session", () => state.sessions++);
   server.on("stream", (raw, headers) => {
     // With @grpc/grpc-js in the type graph, npm's @types/node types this stream as Http2Stream.
     const stream = raw as http2.ServerHttp2Stream;
@@ -413,10 +408,7 @@ export function startH2Upstream(name: string): Promise<H2Upstream> {
     get sessions() {
       return state.sessions;
     },
-    close: async () => {
-      for (const s of sessions) s.destroy();
-      await listening.close();
-    },
+    close: () => listening.close(),
   });
 }
 
@@ -425,9 +417,15 @@ export function startH2Upstream(name: string): Promise<H2Upstream> {
  * GOAWAY frames kept from node:http2 as remora keeps them
  * (src/http/h2_goaway_filter.ts): Deno's node:http2 can abort the process on a
  * received GOAWAY, and remora says GOAWAY to the upstream sessions it retires.
+ * `close` ends the server's sessions and their connections.
  */
 export function listenH2(server: http2.Http2Server): { port: number; close(): Promise<void> } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.on("close", () => sessions.delete(s));
+  });
   const conns = new Set<Deno.TcpConn>();
   const accepting = (async () => {
     for await (const conn of listener) {
@@ -442,6 +440,7 @@ export function listenH2(server: http2.Http2Server): { port: number; close(): Pr
   return {
     port: listener.addr.port,
     close: async () => {
+      for (const s of sessions) s.destroy();
       listener.close();
       for (const c of conns) {
         try {
