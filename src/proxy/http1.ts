@@ -40,6 +40,7 @@ import {
   type Failure,
   failureFlag,
   newRequestId,
+  resetText,
   retriesFailure,
   retriesStatus,
   sleep,
@@ -1049,15 +1050,12 @@ class Exchange {
         if (!this.#flags.includes("UH")) this.#flags.push("UF");
         body = r.detail === "no healthy upstream"
           ? "no healthy upstream"
-          : `upstream connect error or disconnect/reset before headers. reset reason: connection failure, detail: ${r.detail}`;
+          : resetText("connect-failure", r.detail);
         break;
       default: {
-        const { flag, reason } = failureFlag(r?.failure ?? "reset");
-        if (!this.#flags.includes("UPE")) this.#flags.push(flag);
-        body =
-          `upstream connect error or disconnect/reset before headers. reset reason: ${reason}, detail: ${
-            r?.detail ?? "unknown"
-          }`;
+        const failure = r?.failure ?? "reset";
+        if (!this.#flags.includes("UPE")) this.#flags.push(failureFlag(failure).flag);
+        body = resetText(failure, r?.detail ?? "unknown");
       }
     }
     log.debug("upstream request failed", {

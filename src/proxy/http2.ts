@@ -28,6 +28,7 @@ import {
   type Failure,
   failureFlag,
   newRequestId,
+  resetText,
   retriesFailure,
   retriesStatus,
   sleep,
@@ -332,14 +333,13 @@ export class Http2Engine {
         }
         if (n > 1) flags.push("URX");
         const status = outcome.kind === "timeout" ? 504 : outcome.status ?? 503;
-        const { flag, reason } = failureFlag(failure);
-        flags.push(flag);
+        flags.push(failureFlag(failure).flag);
         reply(
           d.labels,
           status,
           outcome.kind === "timeout"
             ? "upstream request timeout"
-            : `upstream connect error or disconnect/reset before headers. reset reason: ${reason}, detail: ${outcome.detail}`,
+            : resetText(failure, outcome.detail),
           up,
         );
         return;

@@ -44,6 +44,13 @@ export function failureFlag(f: Failure): { flag: string; reason: string } {
   }
 }
 
+/** Envoy's local reply text for a request whose upstream failed for `f` before its response head. */
+export function resetText(f: Failure, detail: string): string {
+  return `upstream connect error or disconnect/reset before headers. reset reason: ${
+    failureFlag(f).reason
+  }, detail: ${detail}`;
+}
+
 /**
  * Whether a response head calls for a retry: by its status, or by the
  * grpc-status of a gRPC response that ended with its headers ("" for none).
