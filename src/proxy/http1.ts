@@ -215,6 +215,8 @@ interface AttemptControl {
 class Exchange {
   readonly #client: BufConn;
   readonly #head: RequestHead;
+  /** The request is a gRPC call (its content-type), read once. */
+  readonly #grpc: boolean;
   readonly #info: ConnInfo;
   readonly #opts: Http1Options;
   readonly #start = performance.now();
@@ -260,6 +262,7 @@ class Exchange {
   constructor(client: BufConn, head: RequestHead, info: ConnInfo, opts: Http1Options) {
     this.#client = client;
     this.#head = head;
+    this.#grpc = isGrpc(head.headers);
     this.#info = info;
     this.#opts = opts;
     this.#requestBytes = head.size;
@@ -427,7 +430,7 @@ class Exchange {
       : undefined;
 
     // A gRPC call's own deadline (grpc-timeout) is its timeout, within the route's.
-    const grpc = isGrpc(head.headers);
+    const grpc = this.#grpc;
     const routeTimeout = grpc
       ? grpcRequestTimeoutMs(route?.timeoutMs, getHeader(head.headers, "grpc-timeout"))
       : route?.timeoutMs;
@@ -1114,7 +1117,7 @@ class Exchange {
     this.#status = status;
     if (this.#responded) return;
     this.#responded = true;
-    if (isGrpc(this.#head.headers)) {
+    if (this.#grpc) {
       // To a gRPC call, remora's answer is gRPC's (trailers-only: HTTP 200 and a grpc-status,
       // the text as grpc-message), as Envoy's local replies are, whatever the HTTP version.
       const g = String(grpcStatusOf(status));
@@ -1138,7 +1141,7 @@ class Exchange {
       labels,
       status: this.#status,
       flags: this.#flags,
-      grpc: this.#grpcStatus !== "" || isGrpc(this.#head.headers),
+      grpc: this.#grpcStatus !== "" || this.#grpc,
       grpcStatus: this.#grpcStatus,
       startMs: this.#start,
       requestBytes: this.#requestBytes,
