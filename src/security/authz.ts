@@ -216,39 +216,28 @@ export function logShadowPolicies(d: AuthzDecision, fields: Record<string, unkno
 }
 
 function _dryRunVerdicts(t: AuthzTable["dryRun"], r: AuthzRequest): DryRunVerdict[] {
+  const verdict = (action: "ALLOW" | "DENY", policies: readonly CompiledPolicy[]) => {
+    const rule = _firstRule(policies, r, action === "ALLOW");
+    const allowed = (rule !== undefined) === (action === "ALLOW");
+    const v: DryRunVerdict = { action, allowed };
+    if (rule !== undefined) v.policy = rule.policy;
+    return v;
+  };
   const out: DryRunVerdict[] = [];
-  if (t.deny.length > 0) {
-    const policy = _firstMatch(t.deny, r, false);
-    out.push(
-      policy === undefined ? { action: "DENY", allowed: true } : {
-        action: "DENY",
-        allowed: false,
-        policy,
-      },
-    );
-  }
-  if (t.allow.length > 0) {
-    const policy = _firstMatch(t.allow, r, true);
-    out.push(
-      policy === undefined ? { action: "ALLOW", allowed: false } : {
-        action: "ALLOW",
-        allowed: true,
-        policy,
-      },
-    );
-  }
+  if (t.deny.length > 0) out.push(verdict("DENY", t.deny));
+  if (t.allow.length > 0) out.push(verdict("ALLOW", t.allow));
   return out;
 }
 
-/** The name of the first of `policies` with a rule matching `r`. */
-function _firstMatch(
+/** The first rule of `policies` (in order) that matches `r`; `allow`: read as an ALLOW rule. */
+function _firstRule(
   policies: readonly CompiledPolicy[],
   r: AuthzRequest,
   allow: boolean,
-): string | undefined {
+): CompiledRule | undefined {
   for (const p of policies) {
     for (const rule of p.rules) {
-      if (_ruleMatches(rule, r, allow)) return p.name;
+      if (_ruleMatches(rule, r, allow)) return rule;
     }
   }
   return undefined;
@@ -264,19 +253,13 @@ function _enforced(a: AuthzTable, r: AuthzRequest): AuthzDecision {
       }
     }
   }
-  for (const p of a.deny) {
-    for (const rule of p.rules) {
-      if (_ruleMatches(rule, r, false)) return _decide(rule, audit);
-    }
-  }
+  const denied = _firstRule(a.deny, r, false);
+  if (denied !== undefined) return _decide(denied, audit);
   if (a.allow.length === 0) {
     return audit === _NO_AUDIT ? _ALLOWED_NO_POLICY : { ..._ALLOWED_NO_POLICY, audit };
   }
-  for (const p of a.allow) {
-    for (const rule of p.rules) {
-      if (_ruleMatches(rule, r, true)) return _decide(rule, audit);
-    }
-  }
+  const allowed = _firstRule(a.allow, r, true);
+  if (allowed !== undefined) return _decide(allowed, audit);
   return audit === _NO_AUDIT ? _DENIED_NO_MATCH : { ..._DENIED_NO_MATCH, audit };
 }
 
